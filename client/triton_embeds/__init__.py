@@ -1,0 +1,1 @@
+"""OpenAI-style client for Triton models that take text or prompt embeddings."""

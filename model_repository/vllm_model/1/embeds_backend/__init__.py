@@ -1,0 +1,1 @@
+"""Server-side pieces of the vLLM prompt-embeddings Triton model."""

@@ -1,0 +1,228 @@
+"""Decoding and validation of prompt embeddings.
+
+vLLM trusts what it is given: a wrong hidden size kills its engine, NaN rows
+poison reused KV blocks, and densifying an unchecked sparse tensor is a memory
+corruption bug (CVE-2025-62164). Everything here runs before the engine sees a
+request, cheapest check first, and never allocates more than the payload
+itself justifies.
+"""
+
+from __future__ import annotations
+
+import binascii
+import io
+import pickle
+import zipfile
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .errors import RequestRejected
+
+MIN_EMBEDS_BYTES = 100
+DEFAULT_MAX_EMBEDS_BYTES = 10 * 1024 * 1024
+ACCEPTED_DTYPES = (torch.float64, torch.float32, torch.float16, torch.bfloat16)
+_NPY_MAGIC = b"\x93NUMPY"
+_ZIP_MAGIC = b"PK\x03\x04"
+
+try:  # pybase64 is vLLM's own (SIMD) decoder; fall back to the stdlib.
+    import pybase64 as _b64
+except ImportError:  # pragma: no cover - pybase64 ships with vLLM
+    import base64 as _b64
+
+# Sparse tensors are rebuilt by torch.load; with invariant checks on, bad
+# indices raise instead of corrupting memory. The switch is process-global, so
+# it is turned on once and never off: a per-call context manager would race
+# with concurrent requests (one exiting switches the checks off for another).
+torch.sparse.check_sparse_tensor_invariants.enable()
+
+
+@dataclass(frozen=True)
+class EmbedsLimits:
+    """What the serving engine accepts."""
+
+    hidden_size: int
+    dtype: torch.dtype
+    max_bytes: int = DEFAULT_MAX_EMBEDS_BYTES
+    min_bytes: int = MIN_EMBEDS_BYTES
+
+
+def decoded_size(encoded: bytes | str) -> int:
+    """Bytes that base64 `encoded` decodes to, computed without decoding."""
+    length = len(encoded)
+    tail = encoded[-2:] if length >= 2 else encoded
+    padding = tail.count("=" if isinstance(tail, str) else b"=")
+    return length // 4 * 3 + {0: 0, 2: 1, 3: 2}.get(length % 4, 0) - padding
+
+
+def check_encoded_size(encoded: bytes | str, limits: EmbedsLimits) -> None:
+    size = decoded_size(encoded)
+    if size < limits.min_bytes:
+        raise RequestRejected(
+            "embeds_too_small",
+            f"prompt_embeds_base64 decodes to {size} bytes, below the minimum of "
+            f"{limits.min_bytes} bytes: no torch.save payload is that small",
+        )
+    if size > limits.max_bytes:
+        raise RequestRejected(
+            "embeds_too_large",
+            f"prompt_embeds_base64 decodes to {size} bytes, above this model's limit "
+            f"of {limits.max_bytes} bytes (max_embeds_bytes)",
+        )
+
+
+def strict_b64decode(encoded: bytes | str) -> bytes:
+    """Standard alphabet, correct padding, no whitespace: as vLLM requires."""
+    try:
+        return _b64.b64decode(encoded, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise RequestRejected(
+            "bad_base64",
+            f"prompt_embeds_base64 is not valid base64 (standard alphabet, padded, "
+            f"no whitespace): {exc}",
+        ) from None
+
+
+def _describe_zip(raw: bytes) -> str | None:
+    """Reject archives torch.load would inflate or that are not torch.save's.
+
+    torch.save writes uncompressed members; a compressed member could inflate a
+    10 MiB payload into gigabytes, so only stored members are accepted, and
+    their declared sizes must fit inside the payload."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(raw)) as archive:
+            members = archive.infolist()
+    except (zipfile.BadZipFile, ValueError, EOFError) as exc:
+        return f"a corrupt zip archive ({exc})"
+    names = [m.filename for m in members]
+    if any(name.endswith(".npy") for name in names):
+        return "a numpy .npz archive, not torch.save bytes"
+    if not any(name.endswith("data.pkl") for name in names):
+        return "a zip archive without torch.save's data.pkl"
+    for member in members:
+        if member.compress_type != zipfile.ZIP_STORED:
+            return f"a zip archive with a compressed member ({member.filename})"
+        if member.file_size > len(raw):
+            return f"a zip archive whose member {member.filename} claims {member.file_size} bytes"
+    return None
+
+
+def deserialize(raw: bytes) -> torch.Tensor:
+    """torch.load with weights_only on the CPU; anything but a dense tensor is
+    rejected without materializing it."""
+    if raw.startswith(_NPY_MAGIC):
+        raise RequestRejected(
+            "not_a_tensor",
+            "prompt_embeds_base64 holds a numpy .npy payload; send the bytes of "
+            "torch.save(tensor), or the raw prompt_embeds tensor input",
+        )
+    if not raw.startswith(_ZIP_MAGIC):
+        raise RequestRejected(
+            "not_a_tensor",
+            "prompt_embeds_base64 is not a torch.save payload (no zip archive); "
+            "legacy and non-torch formats are not accepted",
+        )
+    problem = _describe_zip(raw)
+    if problem:
+        raise RequestRejected("not_a_tensor", f"prompt_embeds_base64 holds {problem}")
+    try:
+        loaded = torch.load(io.BytesIO(raw), weights_only=True, map_location="cpu")
+    except (pickle.UnpicklingError, RuntimeError, ValueError, EOFError, KeyError,
+            TypeError, IndexError, AttributeError, zipfile.BadZipFile) as exc:
+        raise RequestRejected(
+            "not_a_tensor",
+            f"prompt_embeds_base64 could not be loaded as a tensor with "
+            f"weights_only=True: {_first_line(exc)}",
+        ) from None
+    return _require_dense(loaded)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:300] if text else type(exc).__name__
+
+
+def _require_dense(loaded: object) -> torch.Tensor:
+    if not isinstance(loaded, torch.Tensor):
+        raise RequestRejected(
+            "not_a_tensor",
+            f"prompt_embeds_base64 holds a pickled {type(loaded).__name__}, not a tensor",
+        )
+    if loaded.layout != torch.strided:
+        raise RequestRejected(
+            "not_dense",
+            f"prompt_embeds must be a dense tensor, got layout {loaded.layout} "
+            f"(sparse tensors are never densified)",
+        )
+    if loaded.is_quantized:
+        raise RequestRejected(
+            "bad_dtype", f"prompt_embeds must be floating point, got quantized {loaded.dtype}"
+        )
+    return loaded
+
+
+def decode_base64_embeds(encoded: bytes | str, limits: EmbedsLimits) -> torch.Tensor:
+    """Rules 2-4: size gate before decoding, strict base64, safe load."""
+    check_encoded_size(encoded, limits)
+    return deserialize(strict_b64decode(encoded))
+
+
+def validate_embeds(tensor: torch.Tensor, limits: EmbedsLimits) -> torch.Tensor:
+    """Rules 5-7: shape, dtype, finiteness. Returns a contiguous (S, H) tensor
+    in the engine's dtype."""
+    tensor = _check_shape(tensor, limits.hidden_size)
+    if tensor.dtype not in ACCEPTED_DTYPES:
+        raise RequestRejected(
+            "bad_dtype",
+            f"prompt_embeds dtype {_dtype_name(tensor.dtype)} is not accepted; use "
+            f"float32, float16, bfloat16 or float64",
+        )
+    tensor = tensor.to(limits.dtype).contiguous()
+    # Checked after the cast, so values that overflow the engine dtype count too.
+    if not bool(torch.isfinite(tensor).all()):
+        raise RequestRejected("not_finite", _non_finite_message(tensor, limits.dtype))
+    return tensor
+
+
+def _check_shape(tensor: torch.Tensor, hidden_size: int) -> torch.Tensor:
+    shape = tuple(tensor.shape)
+    if tensor.dim() == 3 and shape[0] == 1:
+        tensor = tensor.squeeze(0)
+    elif tensor.dim() != 2:
+        raise RequestRejected(
+            "bad_shape",
+            f"prompt_embeds must have shape (seq_len, hidden) or (1, seq_len, hidden), "
+            f"got {list(shape)}",
+        )
+    seq_len, hidden = tensor.shape
+    if seq_len < 1:
+        raise RequestRejected("bad_shape", f"prompt_embeds has no rows: shape {list(shape)}")
+    if hidden != hidden_size:
+        raise RequestRejected(
+            "hidden_size",
+            f"prompt_embeds hidden size {hidden} does not match the model's hidden "
+            f"size {hidden_size} (shape {list(shape)})",
+        )
+    return tensor
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def _non_finite_message(tensor: torch.Tensor, dtype: torch.dtype) -> str:
+    nan = int(torch.isnan(tensor).sum())
+    inf = int(torch.isinf(tensor).sum())
+    return (
+        f"prompt_embeds must be finite: {nan} NaN and {inf} infinite values "
+        f"(after conversion to the engine dtype {_dtype_name(dtype)})"
+    )
+
+
+def tensor_from_numpy(array: np.ndarray) -> torch.Tensor:
+    """Wrap a Triton input array without copying; integer and bool arrays are
+    wrapped too so the dtype rule reports them."""
+    if array.dtype == np.object_:
+        raise RequestRejected("bad_dtype", "prompt_embeds must be a numeric tensor, got BYTES")
+    return torch.from_numpy(array)

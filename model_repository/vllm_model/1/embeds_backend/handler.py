@@ -1,0 +1,150 @@
+"""The life of one request on the model's event loop: parse, validate (in a
+worker thread for embeddings), generate, stream responses, and always finish
+with exactly one final flag."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from . import triton_io
+from .embeds import EmbedsLimits
+from .engine import EngineBridge, is_client_error, is_engine_dead
+from .errors import EngineUnavailable, RequestRejected
+from .metrics import ModelMetrics
+from .prompts import build_embeds_prompt, build_text_prompt
+from .request_parsing import ParsedRequest, PromptKind, parse_request
+from .settings import BackendSettings
+
+
+class RequestHandler:
+    def __init__(
+        self,
+        engine: EngineBridge,
+        settings: BackendSettings,
+        metrics: ModelMetrics,
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        self._engine = engine
+        self._settings = settings
+        self._metrics = metrics
+        self._loop = loop
+        self._limits = EmbedsLimits(
+            hidden_size=engine.hidden_size,
+            dtype=engine.dtype,
+            max_bytes=settings.max_embeds_bytes,
+        )
+        self._decoders = ThreadPoolExecutor(settings.decode_workers, "embeds-decode")
+        self._responses = triton_io.ResponseSender()
+        self._inflight: dict[asyncio.Task, Any] = {}
+        self._watcher: asyncio.Task | None = None
+
+    # -- called from Triton's execute() thread --------------------------------
+    def submit(self, request: Any) -> None:
+        self._loop.call_soon_threadsafe(self._start, request)
+
+    # -- on the event loop -----------------------------------------------------
+    def _start(self, request: Any) -> None:
+        if self._watcher is None:
+            self._watcher = self._loop.create_task(self._watch_cancellations())
+        limit = self._settings.max_concurrent_requests
+        if limit and len(self._inflight) >= limit:
+            self._metrics.rejection("concurrency_limit")
+            message = f"model is at its limit of {limit} concurrent requests; retry later"
+            self._finish(request.get_response_sender(), triton_io.unavailable(message))
+            return
+        task = self._loop.create_task(self._handle(request))
+        self._inflight[task] = request
+        task.add_done_callback(self._forget)
+
+    def _forget(self, task: asyncio.Task) -> None:
+        self._inflight.pop(task, None)
+        self._metrics.unfinished(self._engine.unfinished_requests())
+
+    async def _watch_cancellations(self) -> None:
+        """Non-streaming requests produce no output until they end, so client
+        cancellation is polled here rather than at each output. Cancelling the
+        task makes vLLM abort the request."""
+        while True:
+            await asyncio.sleep(self._settings.cancel_poll_interval_s)
+            for task, request in list(self._inflight.items()):
+                if not task.done() and request.is_cancelled():
+                    task.cancel()
+
+    async def _handle(self, request: Any) -> None:
+        sender = request.get_response_sender()
+        arrival = time.monotonic()
+        try:
+            parsed = parse_request(triton_io.read_inputs(request), self._engine.embeds_enabled)
+            self._metrics.request(parsed.kind.value)
+            prompt = await self._build_prompt(parsed)
+            if not self._engine.is_healthy:
+                raise EngineUnavailable("the vLLM engine is not running")
+            await self._generate(parsed, prompt, sender, arrival)
+        except RequestRejected as exc:
+            self._metrics.rejection(exc.rule)
+            self._finish(sender, triton_io.invalid_argument(exc.message))
+        except asyncio.CancelledError:
+            self._finish(sender, None)  # the client is gone: only the final flag
+        except Exception as exc:  # noqa: BLE001 - every failure must reach the client
+            self._finish(sender, self._error_response(exc))
+
+    async def _build_prompt(self, parsed: ParsedRequest) -> dict[str, Any]:
+        if parsed.kind is PromptKind.TEXT:
+            return build_text_prompt(parsed)
+        return await self._loop.run_in_executor(
+            self._decoders, build_embeds_prompt, parsed, self._limits, self._engine.max_model_len
+        )
+
+    async def _generate(
+        self, parsed: ParsedRequest, prompt: dict[str, Any], sender: Any, arrival: float
+    ) -> None:
+        prefix = parsed.text if self._echoes_prompt(parsed) else ""
+        generated = prompt_tokens = 0
+        async for output in self._engine.generate(
+            prompt, parsed.sampling, uuid.uuid4().hex, parsed.stream
+        ):
+            completion = output.outputs[0]
+            if parsed.stream and generated == 0 and completion.token_ids:
+                self._metrics.time_to_first_token(time.monotonic() - arrival)
+            generated += len(completion.token_ids)
+            prompt_tokens = len(output.prompt_token_ids or ())
+            if not (output.finished or completion.text or completion.token_ids):
+                continue
+            response = triton_io.make_response(
+                prefix + completion.text,
+                completion.finish_reason if output.finished else None,
+                triton_io.Usage(prompt_tokens, generated),
+            )
+            prefix = ""
+            self._responses.send(sender, response, triton_io.FINAL if output.finished else 0)
+        self._metrics.tokens(prompt_tokens, generated)
+
+    @staticmethod
+    def _echoes_prompt(parsed: ParsedRequest) -> bool:
+        """As Triton's vLLM backend: non-streaming text output starts with the
+        prompt unless exclude_input_in_output is set."""
+        return parsed.kind is PromptKind.TEXT and not parsed.stream and not parsed.exclude_input_in_output
+
+    def _error_response(self, exc: BaseException) -> Any:
+        if isinstance(exc, EngineUnavailable) or is_engine_dead(exc):
+            return triton_io.unavailable(f"the vLLM engine is unavailable: {exc}")
+        if is_client_error(exc):
+            self._metrics.rejection("engine_validation")
+            return triton_io.invalid_argument(str(exc))
+        return triton_io.internal_error(f"generation failed: {type(exc).__name__}: {exc}")
+
+    def _finish(self, sender: Any, response: Any | None) -> None:
+        self._responses.send(sender, response, triton_io.FINAL)
+
+    async def shutdown(self) -> None:
+        for task in list(self._inflight):
+            task.cancel()
+        await asyncio.gather(*self._inflight, return_exceptions=True)
+        if self._watcher is not None:
+            self._watcher.cancel()
+        self._decoders.shutdown(wait=False, cancel_futures=True)
+        self._responses.close()

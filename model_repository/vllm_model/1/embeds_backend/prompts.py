@@ -1,0 +1,38 @@
+"""Build the engine prompt of a parsed request. For embeddings this is the
+expensive part (base64, torch.load, finiteness scan): it runs in a worker
+thread, never on the engine's event loop."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .embeds import EmbedsLimits, decode_base64_embeds, validate_embeds
+from .errors import RequestRejected
+from .request_parsing import ParsedRequest, PromptKind
+
+
+def build_embeds_prompt(
+    parsed: ParsedRequest, limits: EmbedsLimits, max_model_len: int
+) -> dict[str, Any]:
+    """SPEC rules 2-8 for an embeddings request."""
+    if parsed.kind is PromptKind.EMBEDS_BASE64:
+        tensor = decode_base64_embeds(parsed.embeds_base64 or b"", limits)
+    else:
+        tensor = parsed.embeds_tensor
+    tensor = validate_embeds(tensor, limits)
+    check_context_length(int(tensor.shape[0]), parsed.max_tokens, max_model_len)
+    return {"prompt_embeds": tensor}
+
+
+def check_context_length(prompt_len: int, max_tokens: int, max_model_len: int) -> None:
+    if prompt_len + max_tokens > max_model_len:
+        raise RequestRejected(
+            "too_long",
+            f"prompt of {prompt_len} positions plus max_tokens={max_tokens} exceeds the "
+            f"model's context length of {max_model_len}",
+        )
+
+
+def build_text_prompt(parsed: ParsedRequest) -> dict[str, Any]:
+    return {"prompt": parsed.text or ""}
+

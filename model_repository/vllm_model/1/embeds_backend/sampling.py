@@ -1,0 +1,149 @@
+"""The `sampling_parameters` JSON: parsed strictly, so a typo is an error and
+never a silently ignored setting.
+
+Values may arrive as JSON numbers/booleans or, as Triton's vLLM backend
+clients send them, as strings ("0.7", "true"); both are accepted.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Callable
+
+from .errors import RequestRejected
+
+
+def _as_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    raise ValueError("expected true or false")
+
+
+def _as_int(value: Any) -> int:
+    if isinstance(value, bool):
+        raise ValueError("expected an integer")
+    if isinstance(value, str):
+        value = value.strip()
+    result = int(value) if not isinstance(value, float) else _float_to_int(value)
+    return result
+
+
+def _float_to_int(value: float) -> int:
+    if not value.is_integer():
+        raise ValueError("expected an integer")
+    return int(value)
+
+
+def _as_float(value: Any) -> float:
+    if isinstance(value, bool):
+        raise ValueError("expected a number")
+    result = float(value)
+    if result != result or result in (float("inf"), float("-inf")):
+        raise ValueError("expected a finite number")
+    return result
+
+
+def _as_int_or_none(value: Any) -> int | None:
+    return None if value is None else _as_int(value)
+
+
+def _as_str_list(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return value
+    raise ValueError("expected a string or a list of strings")
+
+
+def _as_int_list(value: Any) -> list[int]:
+    if isinstance(value, list):
+        return [_as_int(v) for v in value]
+    raise ValueError("expected a list of integers")
+
+
+# Keys a client may set, with the converter each value goes through. Output
+# shape is fixed by the model (one sequence, text deltas), so keys that would
+# change it (n, best_of, output_kind, logprobs) are not here.
+_CONVERTERS: dict[str, Callable[[Any], Any]] = {
+    "max_tokens": _as_int,
+    "min_tokens": _as_int,
+    "temperature": _as_float,
+    "top_p": _as_float,
+    "top_k": _as_int,
+    "min_p": _as_float,
+    "seed": _as_int_or_none,
+    "stop": _as_str_list,
+    "stop_token_ids": _as_int_list,
+    "ignore_eos": _as_bool,
+    "presence_penalty": _as_float,
+    "frequency_penalty": _as_float,
+    "repetition_penalty": _as_float,
+    "include_stop_str_in_output": _as_bool,
+    "skip_special_tokens": _as_bool,
+    "spaces_between_special_tokens": _as_bool,
+}
+ALLOWED_KEYS = tuple(sorted(_CONVERTERS))
+DEFAULT_MAX_TOKENS = 16
+
+
+def parse_sampling_parameters(text: str | None) -> dict[str, Any]:
+    """Return validated keyword arguments for vllm.SamplingParams."""
+    if text is None or not text.strip():
+        return {"max_tokens": DEFAULT_MAX_TOKENS}
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise RequestRejected("bad_sampling", f"sampling_parameters is not valid JSON: {exc}") from None
+    if not isinstance(raw, dict):
+        raise RequestRejected(
+            "bad_sampling", f"sampling_parameters must be a JSON object, got {type(raw).__name__}"
+        )
+    params = {key: _convert(key, value) for key, value in raw.items()}
+    params.setdefault("max_tokens", DEFAULT_MAX_TOKENS)
+    _check_ranges(params)
+    return params
+
+
+def _convert(key: str, value: Any) -> Any:
+    converter = _CONVERTERS.get(key)
+    if converter is None:
+        raise RequestRejected(
+            "bad_sampling",
+            f"unknown sampling parameter {key!r}; accepted: {', '.join(ALLOWED_KEYS)}",
+        )
+    try:
+        return converter(value)
+    except (TypeError, ValueError) as exc:
+        raise RequestRejected(
+            "bad_sampling", f"sampling parameter {key}={value!r} is invalid: {exc}"
+        ) from None
+
+
+def _check_ranges(params: dict[str, Any]) -> None:
+    """Ranges vLLM itself would reject later, checked here so the engine
+    never sees them and the message names the value."""
+    rules: list[tuple[str, Callable[[Any], bool], str]] = [
+        ("max_tokens", lambda v: v >= 1, "must be at least 1"),
+        ("min_tokens", lambda v: v >= 0, "must be at least 0"),
+        ("temperature", lambda v: 0.0 <= v <= 100.0, "must be in [0, 100]"),
+        ("top_p", lambda v: 0.0 < v <= 1.0, "must be in (0, 1]"),
+        ("top_k", lambda v: v == -1 or v >= 0, "must be -1 (off), 0 (off) or positive"),
+        ("min_p", lambda v: 0.0 <= v <= 1.0, "must be in [0, 1]"),
+        ("presence_penalty", lambda v: -2.0 <= v <= 2.0, "must be in [-2, 2]"),
+        ("frequency_penalty", lambda v: -2.0 <= v <= 2.0, "must be in [-2, 2]"),
+        ("repetition_penalty", lambda v: 0.0 < v <= 100.0, "must be in (0, 100]"),
+        ("seed", lambda v: v is None or -(2**63) <= v < 2**63, "must fit in 64 bits"),
+    ]
+    for key, ok, requirement in rules:
+        if key in params and not ok(params[key]):
+            raise RequestRejected(
+                "bad_sampling", f"sampling parameter {key}={params[key]!r} {requirement}"
+            )
+    if params.get("min_tokens", 0) > params["max_tokens"]:
+        raise RequestRejected(
+            "bad_sampling",
+            f"sampling parameter min_tokens={params['min_tokens']} exceeds "
+            f"max_tokens={params['max_tokens']}",
+        )

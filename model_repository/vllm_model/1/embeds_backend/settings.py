@@ -1,0 +1,63 @@
+"""Model settings: vLLM engine arguments from `model.json` (as Triton's vLLM
+backend does) and backend knobs from `config.pbtxt` parameters."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+from .embeds import DEFAULT_MAX_EMBEDS_BYTES
+
+# Engine defaults this backend needs unless model.json says otherwise:
+# its own metrics replace vLLM's stat logging, and request logs would print
+# every prompt (the point of embeddings is keeping text off the server).
+_ENGINE_DEFAULTS: dict[str, Any] = {"disable_log_stats": True, "enable_log_requests": False}
+
+
+@dataclass(frozen=True)
+class BackendSettings:
+    """Knobs read from config.pbtxt `parameters`."""
+
+    max_embeds_bytes: int = DEFAULT_MAX_EMBEDS_BYTES
+    # 0 means no limit; past it a request gets UNAVAILABLE at once, not a queue.
+    max_concurrent_requests: int = 0
+    # Threads that decode and validate embeds off the engine's event loop.
+    decode_workers: int = 4
+    # How often in-flight requests are checked for client cancellation.
+    cancel_poll_interval_s: float = 0.05
+
+
+def load_engine_args(model_json: Path, repository_root: Path) -> dict[str, Any]:
+    """Read model.json. A relative `model` path is taken from the directory
+    that holds the model repository when it exists there, so the shipped
+    repository finds `models/...` from the project root; anything else (a
+    hub id, an absolute path) is passed to vLLM unchanged."""
+    args = dict(_ENGINE_DEFAULTS)
+    args.update(json.loads(model_json.read_text()))
+    model = args.get("model")
+    if not model:
+        raise ValueError(f"{model_json} must name a model")
+    local = repository_root / str(model)
+    if not os.path.isabs(model) and local.exists():
+        args["model"] = str(local)
+        args.setdefault("tokenizer", str(local))
+    return args
+
+
+def load_backend_settings(model_config: Mapping[str, Any]) -> BackendSettings:
+    """Triton model config parameters are {"key": {"string_value": "..."}}."""
+    params = {k: v.get("string_value", "") for k, v in model_config.get("parameters", {}).items()}
+    defaults = BackendSettings()
+    return BackendSettings(
+        max_embeds_bytes=int(params.get("max_embeds_bytes") or defaults.max_embeds_bytes),
+        max_concurrent_requests=int(
+            params.get("max_concurrent_requests") or defaults.max_concurrent_requests
+        ),
+        decode_workers=int(params.get("decode_workers") or defaults.decode_workers),
+        cancel_poll_interval_s=float(
+            params.get("cancel_poll_interval_s") or defaults.cancel_poll_interval_s
+        ),
+    )

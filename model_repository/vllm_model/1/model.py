@@ -1,0 +1,87 @@
+"""Triton python-backend model serving vLLM from a text prompt or prompt
+embeddings, with decoupled (streaming) responses.
+
+Lifecycle only: request handling lives in the `embeds_backend` package beside
+this file. The engine runs on an asyncio loop in a background thread;
+execute() hands requests to it and returns at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import json
+import locale
+import os
+import sys
+import threading
+from pathlib import Path
+
+# Triton's stub runs Python isolated under the C locale: text files would open
+# as ASCII and importing torch/vLLM fails. Switch to UTF-8 before they load,
+# and pass it on to the engine's child processes.
+os.environ["LC_ALL"] = os.environ["LANG"] = "C.UTF-8"
+os.environ["PYTHONUTF8"] = "1"
+locale.setlocale(locale.LC_CTYPE, "C.UTF-8")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import triton_python_backend_utils as pb_utils  # noqa: E402
+
+from embeds_backend import triton_config  # noqa: E402
+from embeds_backend.engine import EngineBridge  # noqa: E402
+from embeds_backend.handler import RequestHandler  # noqa: E402
+from embeds_backend.metrics import ModelMetrics  # noqa: E402
+from embeds_backend.settings import load_backend_settings, load_engine_args  # noqa: E402
+
+
+class TritonPythonModel:
+    @staticmethod
+    def auto_complete_config(auto_complete_model_config):
+        return triton_config.complete(auto_complete_model_config)
+
+    def initialize(self, args: dict) -> None:
+        model_config = json.loads(args["model_config"])
+        if not pb_utils.using_decoupled_model_transaction_policy(model_config):
+            raise pb_utils.TritonModelException("this model must use the decoupled transaction policy")
+        model_dir = Path(args["model_repository"])
+        engine_args = load_engine_args(
+            model_dir / args["model_version"] / "model.json", repository_root=model_dir.parent.parent
+        )
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="engine-loop", daemon=True)
+        self._thread.start()
+        self._engine = EngineBridge(engine_args)
+        self._run(self._start_engine())
+        self._metrics = ModelMetrics(args["model_name"])
+        self._handler = RequestHandler(
+            self._engine, load_backend_settings(model_config), self._metrics, self._loop
+        )
+        pb_utils.Logger.log_info(
+            f"{args['model_name']}: vLLM engine ready (hidden size {self._engine.hidden_size}, "
+            f"dtype {self._engine.dtype}, context {self._engine.max_model_len}, "
+            f"prompt embeds {'on' if self._engine.embeds_enabled else 'off'})"
+        )
+
+    async def _start_engine(self) -> None:
+        self._engine.start()
+
+    def _run(self, coroutine):
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
+
+    def execute(self, requests):
+        for request in requests:
+            self._handler.submit(request)
+        return None
+
+    def finalize(self) -> None:
+        self._run(self._handler.shutdown())
+        self._run(self._stop_engine())
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=30)
+        # Metric objects must die now, while Triton's shared memory exists.
+        self._metrics.close()
+        self._handler = self._metrics = None
+        gc.collect()
+
+    async def _stop_engine(self) -> None:
+        self._engine.shutdown()

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Installs what is missing, prepares the default model (SmolLM2-135M-Instruct)
+# and serves model_repository/ on localhost until Ctrl-C.
+# Ports: HTTP_PORT (8000), GRPC_PORT (8001), METRICS_PORT (8002).
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+bash scripts/bootstrap.sh
+.venv/bin/python scripts/prepare_smollm2.py --out models/SmolLM2-135M-Instruct
+exec .venv/bin/python scripts/serve.py --model-repository model_repository \
+  --http-port "${HTTP_PORT:-8000}" --grpc-port "${GRPC_PORT:-8001}" \
+  --metrics-port "${METRICS_PORT:-8002}" -- "$@"

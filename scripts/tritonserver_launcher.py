@@ -1,0 +1,149 @@
+"""Start, wait for and stop a real `tritonserver` with the environment the
+bundled python backend needs. Used by scripts/serve.py and by the tests.
+
+The stub interpreter of Triton 2.51 is found through PATH (`python3`), links
+libpython from LD_LIBRARY_PATH and ignores PYTHONPATH, so all three are set
+here rather than left to the user's shell.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import sysconfig
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+VENV = Path(os.environ.get("VENV", ROOT / ".venv"))
+
+
+@dataclass
+class Ports:
+    http: int = 8000
+    grpc: int = 8001
+    metrics: int = 8002
+
+
+def triton_home() -> Path:
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from setup_triton import install_stub, triton_home as find_home
+
+    home = find_home()
+    install_stub(home)
+    return home
+
+
+def server_environment(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """Environment for tritonserver and the python-backend stubs it spawns."""
+    env = dict(os.environ)
+    libdir = sysconfig.get_config_var("LIBDIR") or ""
+    env["PATH"] = f"{VENV / 'bin'}:{env.get('PATH', '')}"
+    env["LD_LIBRARY_PATH"] = f"{libdir}:{env.get('LD_LIBRARY_PATH', '')}"
+    cache = ROOT / ".cache"
+    env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+    env.setdefault("VLLM_CACHE_ROOT", str(cache / "vllm"))
+    env.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache / "inductor"))
+    env.setdefault("HF_HUB_OFFLINE", "1")
+    env.setdefault("TRANSFORMERS_OFFLINE", "1")
+    env.setdefault("VLLM_NO_USAGE_STATS", "1")
+    env.setdefault("VLLM_USE_FLASHINFER_SAMPLER", "0")
+    env.pop("VLLM_CPU_OMP_THREADS_BIND", None)
+    env.update(extra or {})
+    return env
+
+
+@dataclass
+class TritonServer:
+    """A tritonserver child process in its own process group."""
+
+    model_repository: Path
+    ports: Ports = field(default_factory=Ports)
+    log_path: Path | None = None
+    extra_args: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    process: subprocess.Popen | None = None
+
+    @property
+    def http_url(self) -> str:
+        return f"localhost:{self.ports.http}"
+
+    @property
+    def grpc_url(self) -> str:
+        return f"localhost:{self.ports.grpc}"
+
+    def command(self) -> list[str]:
+        home = triton_home()
+        return [
+            str(home / "bin" / "tritonserver"),
+            f"--model-repository={self.model_repository}",
+            f"--backend-directory={home / 'backends'}",
+            f"--http-port={self.ports.http}",
+            f"--grpc-port={self.ports.grpc}",
+            f"--metrics-port={self.ports.metrics}",
+            "--allow-metrics=true",
+            *self.extra_args,
+        ]
+
+    def start(self) -> None:
+        out = open(self.log_path, "ab") if self.log_path else None
+        self.process = subprocess.Popen(
+            self.command(),
+            env=server_environment(self.env),
+            stdout=out,
+            stderr=subprocess.STDOUT if out else None,
+            start_new_session=True,  # one group: stub and engine processes die with it
+        )
+
+    def is_ready(self) -> bool:
+        try:
+            url = f"http://{self.http_url}/v2/health/ready"
+            with urllib.request.urlopen(url, timeout=2) as response:
+                return response.status == 200
+        except OSError:
+            return False
+
+    def wait_ready(self, timeout_s: float = 600.0) -> float:
+        """Block until the server and all its models are ready; return seconds."""
+        start = time.monotonic()
+        while time.monotonic() - start < timeout_s:
+            if self.process is not None and self.process.poll() is not None:
+                raise RuntimeError(f"tritonserver exited with {self.process.returncode}"
+                                   f"{self._log_hint()}")
+            if self.is_ready():
+                return time.monotonic() - start
+            time.sleep(0.5)
+        raise TimeoutError(f"tritonserver not ready after {timeout_s:.0f} s{self._log_hint()}")
+
+    def _log_hint(self) -> str:
+        return f"; see {self.log_path}" if self.log_path else ""
+
+    def stop(self, timeout_s: float = 60.0) -> None:
+        """SIGINT lets Triton unload models (finalize stops the engines); the
+        group is killed if anything outlives the grace period."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGINT)
+        try:
+            self.process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            pass
+        kill_group(self.process.pid)
+
+    def __enter__(self) -> "TritonServer":
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def kill_group(pgid: int) -> None:
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass

@@ -1,0 +1,86 @@
+"""The real stack: tritonserver + python backend + vLLM AsyncLLM, text prompts."""
+
+from __future__ import annotations
+
+import os
+import urllib.request
+
+import psutil
+import pytest
+from conftest import ROOT, SMOLLM2_DIR, start_server, tiny_args, write_model
+from triton_helpers import GREEDY, grpc_infer, http_generate, make_inputs
+
+
+def test_server_and_models_ready(server):
+    for model in ("tiny", "tiny_noembeds", "smollm2"):
+        url = f"http://{server.http_url}/v2/models/{model}/ready"
+        with urllib.request.urlopen(url, timeout=5) as response:
+            assert response.status == 200
+
+
+def test_text_streams_one_response_per_token_over_grpc(grpc_url):
+    result = grpc_infer(grpc_url, "tiny", make_inputs(text="Hello world", stream=True, sampling=GREEDY))
+    assert result.error is None
+    assert len(result.chunks) == 8
+    assert result.finish_reason == "length"
+    assert result.completion_tokens == 8
+    assert result.final_flags == 1
+
+
+def test_text_streams_over_http_sse(http_url):
+    body = {"text_input": "Hello world", "stream": True, "sampling_parameters": '{"temperature": 0, "max_tokens": 6}'}
+    events = http_generate(http_url, "tiny", body, stream=True)
+    assert len(events) == 6
+    assert all("text_output" in event for event in events)
+    assert events[-1]["finish_reason"] == "length"
+    assert events[-1]["num_output_tokens"] == 6
+
+
+def test_non_streaming_returns_one_response(grpc_url, http_url):
+    result = grpc_infer(grpc_url, "tiny", make_inputs(text="Hello world", exclude_input=True, sampling=GREEDY))
+    assert len(result.chunks) == 1 and result.completion_tokens == 8
+    events = http_generate(http_url, "tiny", {"text_input": "Hello world", "exclude_input_in_output": True,
+                                               "sampling_parameters": '{"temperature": 0, "max_tokens": 8}'})
+    assert len(events) == 1
+    assert events[0]["text_output"] == result.text
+
+
+def test_non_streaming_echoes_prompt_unless_excluded(grpc_url):
+    """Triton's vLLM backend behaviour: the prompt leads the non-streamed text."""
+    echoed = grpc_infer(grpc_url, "tiny", make_inputs(text="Hello world", sampling=GREEDY))
+    bare = grpc_infer(grpc_url, "tiny", make_inputs(text="Hello world", exclude_input=True, sampling=GREEDY))
+    assert echoed.text == "Hello world" + bare.text
+
+
+def smollm2_chat_prompt(question: str) -> str:
+    """The caller applies the chat template (the model receives plain text)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(SMOLLM2_DIR)
+    messages = [{"role": "user", "content": question}]
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
+def test_smollm2_knows_the_capital_of_france(grpc_url):
+    prompt = smollm2_chat_prompt("What is the capital of France?")
+    result = grpc_infer(
+        grpc_url, "smollm2",
+        make_inputs(text=prompt, exclude_input=True, sampling={"temperature": 0, "max_tokens": 24}),
+    )
+    assert result.error is None
+    assert "Paris" in result.text
+
+
+def test_shutdown_leaves_no_child_processes(tmp_path):
+    repository = tmp_path / "repo"
+    repository.mkdir()
+    write_model(repository, "tiny", tiny_args())
+    server = start_server(repository, tmp_path / "server.log")
+    parent = psutil.Process(server.process.pid)
+    children = parent.children(recursive=True)
+    assert children, "the python backend stub and the engine run as child processes"
+    server.stop()
+    assert server.process.returncode == 0
+    gone, alive = psutil.wait_procs(children, timeout=30)
+    assert not alive, f"left running: {[p.pid for p in alive]}"
+    assert "Segfault" not in (tmp_path / "server.log").read_text()

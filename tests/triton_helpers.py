@@ -1,0 +1,144 @@
+"""Small helpers the tests use to talk to the real server with tritonclient."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import queue
+import urllib.request
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import tritonclient.grpc as grpcclient
+from tritonclient.utils import np_to_triton_dtype
+
+GREEDY = {"temperature": 0, "max_tokens": 8}
+
+
+def string_array(value: str | bytes) -> np.ndarray:
+    return np.array([value.encode() if isinstance(value, str) else value], dtype=np.object_)
+
+
+def torch_b64(tensor: Any) -> str:
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save(tensor, buffer)
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def make_inputs(
+    text: str | None = None,
+    embeds: np.ndarray | None = None,
+    embeds_name: str = "prompt_embeds",
+    embeds_b64: str | bytes | None = None,
+    stream: bool | None = None,
+    sampling: dict | str | None = None,
+    exclude_input: bool | None = None,
+) -> dict[str, np.ndarray]:
+    inputs: dict[str, np.ndarray] = {}
+    if text is not None:
+        inputs["text_input"] = string_array(text)
+    if embeds is not None:
+        inputs[embeds_name] = embeds
+    if embeds_b64 is not None:
+        inputs["prompt_embeds_base64"] = string_array(embeds_b64)
+    if stream is not None:
+        inputs["stream"] = np.array([stream])
+    if sampling is not None:
+        inputs["sampling_parameters"] = string_array(
+            sampling if isinstance(sampling, str) else json.dumps(sampling)
+        )
+    if exclude_input is not None:
+        inputs["exclude_input_in_output"] = np.array([exclude_input])
+    return inputs
+
+
+@dataclass
+class Result:
+    chunks: list[str] = field(default_factory=list)
+    finish_reason: str = ""
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    error: str | None = None
+    error_status: str | None = None
+    final_flags: int = 0
+
+    @property
+    def text(self) -> str:
+        return "".join(self.chunks)
+
+
+def grpc_infer(url: str, model: str, inputs: dict[str, np.ndarray], timeout_s: float = 120) -> Result:
+    """One request over a gRPC stream; collects every response up to the final flag."""
+    responses: queue.Queue = queue.Queue()
+    client = grpcclient.InferenceServerClient(url)
+    client.start_stream(callback=lambda result, error: responses.put((result, error)))
+    try:
+        client.async_stream_infer(model, _grpc_inputs(inputs), enable_empty_final_response=True)
+        return _collect(responses, timeout_s)
+    finally:
+        client.stop_stream()
+        client.close()
+
+
+def _grpc_inputs(inputs: dict[str, np.ndarray]) -> list:
+    converted = []
+    for name, array in inputs.items():
+        dtype = "BYTES" if array.dtype == np.object_ else np_to_triton_dtype(array.dtype)
+        tensor = grpcclient.InferInput(name, list(array.shape), dtype)
+        tensor.set_data_from_numpy(array)
+        converted.append(tensor)
+    return converted
+
+
+def _collect(responses: queue.Queue, timeout_s: float) -> Result:
+    result = Result()
+    while True:
+        response, error = responses.get(timeout=timeout_s)
+        if error is not None:
+            result.error, result.error_status = error.message(), error.status()
+            result.final_flags += 1
+            return result
+        text = response.as_numpy("text_output")
+        if text is not None:
+            result.chunks.append(text[0].decode())
+            result.finish_reason = response.as_numpy("finish_reason")[0].decode()
+            result.prompt_tokens = int(response.as_numpy("num_input_tokens")[0])
+            result.completion_tokens = int(response.as_numpy("num_output_tokens")[0])
+        if response.get_response().parameters["triton_final_response"].bool_param:
+            result.final_flags += 1
+            return result
+
+
+def http_generate(url: str, model: str, body: dict, stream: bool = False, timeout_s: float = 120) -> list[dict]:
+    """POST to /generate or /generate_stream; returns the JSON events."""
+    endpoint = "generate_stream" if stream else "generate"
+    request = urllib.request.Request(
+        f"http://{url}/v2/models/{model}/{endpoint}",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:
+            payload = response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return [{"http_status": exc.code, **json.loads(exc.read().decode() or "{}")}]
+    if not stream:
+        return [json.loads(payload)]
+    return [json.loads(line[5:]) for line in payload.splitlines() if line.startswith("data:")]
+
+
+def metric_value(metrics_url: str, name: str, **labels: str) -> float:
+    """Sum of a Prometheus metric's samples matching the labels."""
+    with urllib.request.urlopen(f"http://{metrics_url}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    total = 0.0
+    for line in text.splitlines():
+        if not line.startswith(name + "{") and not line.startswith(name + " "):
+            continue
+        if all(f'{key}="{value}"' in line for key, value in labels.items()):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
