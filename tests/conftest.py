@@ -90,7 +90,7 @@ def server(tmp_path_factory) -> TritonServer:
         repository,
         "smollm2",
         {"model": str(SMOLLM2_DIR), "enable_prompt_embeds": True, "dtype": "float32",
-         "max_model_len": 2048, "enforce_eager": True},
+         "max_model_len": 4096, "enforce_eager": True},
     )
     server = start_server(repository, repository.parent / "tritonserver.log")
     yield server

@@ -1,1 +1,43 @@
-"""OpenAI-style client for Triton models that take text or prompt embeddings."""
+"""OpenAI-style client for Triton models that take text or prompt embeddings.
+
+    from triton_embeds import Client, encode_prompt_embeds
+
+    client = Client("localhost:8001")  # gRPC; Client("http://localhost:8000") for HTTP
+    completion = client.completions.create(model="vllm_model", prompt_embeds=tensor, max_tokens=16)
+"""
+
+from ._client import AsyncClient, Client
+from ._encoding import encode_prompt_embeds
+from ._errors import (
+    APIConnectionError,
+    APIError,
+    APIStatusError,
+    APITimeoutError,
+    BadRequestError,
+    InternalServerError,
+    NotFoundError,
+    ServiceUnavailableError,
+    TritonEmbedsError,
+)
+from ._streaming import AsyncStream, Stream
+from ._text_embeddings import text_to_embeddings
+from ._types import ModelList
+
+__all__ = [
+    "Client",
+    "AsyncClient",
+    "Stream",
+    "AsyncStream",
+    "ModelList",
+    "encode_prompt_embeds",
+    "text_to_embeddings",
+    "TritonEmbedsError",
+    "APIError",
+    "APIStatusError",
+    "BadRequestError",
+    "NotFoundError",
+    "InternalServerError",
+    "ServiceUnavailableError",
+    "APIConnectionError",
+    "APITimeoutError",
+]

@@ -67,12 +67,14 @@ class RequestHandler:
     async def _watch_cancellations(self) -> None:
         """Non-streaming requests produce no output until they end, so client
         cancellation is polled here rather than at each output. Cancelling the
-        task makes vLLM abort the request."""
+        task makes vLLM abort the request. The engine gauge is refreshed here
+        too, so it is live while requests run."""
         while True:
             await asyncio.sleep(self._settings.cancel_poll_interval_s)
             for task, request in list(self._inflight.items()):
                 if not task.done() and request.is_cancelled():
                     task.cancel()
+            self._metrics.unfinished(self._engine.unfinished_requests())
 
     async def _handle(self, request: Any) -> None:
         sender = request.get_response_sender()

@@ -1,0 +1,68 @@
+"""From openai-style `create()` arguments to one GenerateRequest per prompt."""
+
+from __future__ import annotations
+
+from typing import Any, Awaitable, Callable, Collection, Literal
+
+from ._encoding import EmbedsItem, split_prompt_embeds, to_base64, to_tensor_payload
+from ._types import GenerateRequest
+
+EmbedsTransport = Literal["binary", "base64"]
+
+
+def sampling_parameters(extra: dict[str, Any], **given: Any) -> dict[str, Any]:
+    """The model's `sampling_parameters` JSON. Unset (None) values are left
+    out so the server's defaults apply; `extra_body` keys pass through (the
+    server rejects unknown ones by name, so a typo is never ignored)."""
+    params = {key: value for key, value in given.items() if value is not None}
+    params.update(extra)
+    return params
+
+
+def text_prompts(prompt: Any) -> list[str]:
+    if isinstance(prompt, str):
+        return [prompt]
+    if isinstance(prompt, (list, tuple)) and prompt and all(isinstance(p, str) for p in prompt):
+        return list(prompt)
+    if prompt is None:
+        raise ValueError("give a prompt (text) or prompt_embeds")
+    raise TypeError(
+        "prompt must be a string or a list of strings; token-id prompts are not "
+        "supported by this model (send text, or prompt_embeds)"
+    )
+
+
+async def build_requests(
+    *,
+    prompt: Any,
+    prompt_embeds: Any,
+    sampling: dict[str, Any],
+    stream: bool,
+    embeds_transport: EmbedsTransport,
+    model_inputs: Callable[[], Awaitable[Collection[str]]],
+) -> list[GenerateRequest]:
+    """Embeddings take precedence over text, as in Dynamo; the text is then
+    not sent at all, so it never reaches the server."""
+    if prompt_embeds is None:
+        return [
+            GenerateRequest(index, sampling, stream, text=text)
+            for index, text in enumerate(text_prompts(prompt))
+        ]
+    requests = []
+    for index, item in enumerate(split_prompt_embeds(prompt_embeds)):
+        fields = await _embeds_fields(item, embeds_transport, model_inputs)
+        requests.append(GenerateRequest(index, sampling, stream, **fields))
+    return requests
+
+
+async def _embeds_fields(
+    item: EmbedsItem,
+    embeds_transport: EmbedsTransport,
+    model_inputs: Callable[[], Awaitable[Collection[str]]],
+) -> dict[str, Any]:
+    if isinstance(item, str) or embeds_transport == "base64":
+        return {"embeds_base64": to_base64(item)}
+    payload = to_tensor_payload(item, await model_inputs())
+    if payload is None:  # the model has no raw-tensor input for it
+        return {"embeds_base64": to_base64(item)}
+    return {"embeds_tensor": payload}

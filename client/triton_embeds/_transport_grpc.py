@@ -1,0 +1,178 @@
+"""gRPC transport: Triton's ModelStreamInfer on a grpc.aio channel.
+
+The model is decoupled, so Triton only serves it over the bidirectional
+stream. All prompts of one call share one stream, told apart by request id;
+cancelling the call (a closed stream, a timeout) cancels every request on
+the server, as tritonclient's `stop_stream(cancel_requests=True)` does.
+
+Requests are built from Triton's protobuf messages directly rather than
+through tritonclient's stream helpers: its asyncio `stream_infer` cannot ask
+for the empty final response that marks the end of each request, and its
+threaded stream would need a callback thread per call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import struct
+from typing import Any, AsyncIterator, Iterator
+
+import grpc
+from tritonclient.grpc import InferResult, service_pb2, service_pb2_grpc
+
+from ._errors import (
+    APIConnectionError,
+    APIError,
+    APITimeoutError,
+    BadRequestError,
+    InternalServerError,
+    NotFoundError,
+    error_from_message,
+)
+from ._types import (
+    EMBEDS_BASE64_INPUT,
+    EXCLUDE_INPUT,
+    SAMPLING_INPUT,
+    STREAM_INPUT,
+    TEXT_INPUT,
+    Delta,
+    GenerateRequest,
+)
+
+# Triton's own limit; gRPC's default 4 MiB would refuse large embeddings.
+_MAX_MESSAGE = 2**31 - 1
+_CHANNEL_OPTIONS = [
+    ("grpc.max_send_message_length", _MAX_MESSAGE),
+    ("grpc.max_receive_message_length", _MAX_MESSAGE),
+]
+
+_Input = tuple[str, str, tuple[int, ...], bytes]  # name, datatype, shape, raw bytes
+
+
+class GrpcTransport:
+    """Talks to one Triton gRPC endpoint (`host:port`)."""
+
+    def __init__(self, url: str, timeout: float | None) -> None:
+        self._target = url.split("://", 1)[-1]
+        self._timeout = timeout
+        self._channel: grpc.aio.Channel | None = None
+        self._stub: Any = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def _service(self) -> Any:
+        """The stub for the running loop: grpc.aio channels belong to one loop."""
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:
+            self._channel = grpc.aio.insecure_channel(self._target, options=_CHANNEL_OPTIONS)
+            self._stub = service_pb2_grpc.GRPCInferenceServiceStub(self._channel)
+            self._loop = loop
+        return self._stub
+
+    async def model_inputs(self, model: str) -> frozenset[str]:
+        request = service_pb2.ModelConfigRequest(name=model)
+        response = await self._unary(self._service().ModelConfig, request)
+        return frozenset(tensor.name for tensor in response.config.input)
+
+    async def list_models(self) -> list[tuple[str, str]]:
+        request = service_pb2.RepositoryIndexRequest(ready=False)
+        response = await self._unary(self._service().RepositoryIndex, request)
+        return [(model.name, model.state) for model in response.models]
+
+    async def _unary(self, method: Any, request: Any) -> Any:
+        try:
+            return await method(request, timeout=self._timeout)
+        except grpc.aio.AioRpcError as exc:
+            raise error_from_rpc(exc) from None
+
+    async def generate(self, model: str, requests: list[GenerateRequest]) -> AsyncIterator[Delta]:
+        """Deltas of every request, interleaved, until each sent its final flag."""
+        messages = [_infer_request(model, request) for request in requests]
+        call = self._service().ModelStreamInfer(iter(messages))
+        unfinished = len(messages)
+        try:
+            async for response in call:
+                if response.error_message:
+                    raise error_from_message(response.error_message)
+                delta, final = _parse_response(response.infer_response)
+                if delta is not None:
+                    yield delta
+                unfinished -= final
+                if not unfinished:
+                    return
+        except grpc.aio.AioRpcError as exc:
+            raise error_from_rpc(exc) from None
+        finally:
+            call.cancel()  # a no-op once every request has finished
+        raise APIConnectionError("the server closed the stream before the request finished")
+
+    async def close(self) -> None:
+        if self._channel is not None and self._loop is asyncio.get_running_loop():
+            await self._channel.close()
+        self._channel = self._stub = self._loop = None
+
+
+def error_from_rpc(exc: grpc.aio.AioRpcError) -> APIError:
+    """RPC-level failures: Triton puts a model's own errors inside the stream,
+    so UNAVAILABLE here means the connection, not the model."""
+    code, message = exc.code(), exc.details() or str(exc.code())
+    if code == grpc.StatusCode.UNAVAILABLE:
+        return APIConnectionError(f"cannot reach the Triton gRPC endpoint: {message}")
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return APITimeoutError(message)
+    if code == grpc.StatusCode.NOT_FOUND:
+        return NotFoundError(message)
+    if code == grpc.StatusCode.INVALID_ARGUMENT:
+        return BadRequestError(message)
+    return InternalServerError(f"{code.name}: {message}")
+
+
+def _infer_request(model: str, request: GenerateRequest) -> Any:
+    message = service_pb2.ModelInferRequest(model_name=model, id=str(request.index))
+    # Ask for the flags-only final response, so the end of every request is seen.
+    message.parameters["triton_enable_empty_final_response"].bool_param = True
+    for name, datatype, shape, data in _inputs(request):
+        tensor = message.inputs.add(name=name, datatype=datatype)
+        tensor.shape.extend(shape)
+        message.raw_input_contents.append(data)
+    return message
+
+
+def _inputs(request: GenerateRequest) -> Iterator[_Input]:
+    yield _string(SAMPLING_INPUT, json.dumps(request.sampling))
+    yield _bool(STREAM_INPUT, request.stream)
+    yield _bool(EXCLUDE_INPUT, True)  # the completions API never echoes the prompt
+    if request.embeds_tensor is not None:
+        payload = request.embeds_tensor
+        yield payload.input_name, payload.datatype, payload.shape, payload.data
+    elif request.embeds_base64 is not None:
+        yield _string(EMBEDS_BASE64_INPUT, request.embeds_base64)
+    else:
+        yield _string(TEXT_INPUT, request.text or "")
+
+
+def _string(name: str, value: str) -> _Input:
+    """A one-element BYTES tensor: Triton's raw form is a 4-byte length prefix."""
+    data = value.encode("utf-8")
+    return name, "BYTES", (1,), struct.pack("<I", len(data)) + data
+
+
+def _bool(name: str, value: bool) -> _Input:
+    return name, "BOOL", (1,), b"\x01" if value else b"\x00"
+
+
+def _parse_response(response: Any) -> tuple[Delta | None, bool]:
+    parameters = response.parameters
+    final = "triton_final_response" in parameters and parameters["triton_final_response"].bool_param
+    result = InferResult(response)
+    text = result.as_numpy("text_output")
+    if text is None:  # the flags-only final response
+        return None, final
+    delta = Delta(
+        index=int(response.id or 0),
+        text=text.reshape(-1)[0].decode("utf-8"),
+        finish_reason=result.as_numpy("finish_reason").reshape(-1)[0].decode() or None,
+        prompt_tokens=int(result.as_numpy("num_input_tokens").reshape(-1)[0]),
+        completion_tokens=int(result.as_numpy("num_output_tokens").reshape(-1)[0]),
+    )
+    return delta, final

@@ -1,0 +1,185 @@
+"""HTTP transport: Triton's generate extension (`/generate`, `/generate_stream`).
+
+tritonclient's HTTP client cannot talk to a decoupled model (its infer call
+expects exactly one response and has no streaming), so this uses aiohttp,
+which `tritonclient[http]` already installs for its own asyncio client. The
+generate endpoints take a JSON object keyed by input name and flatten
+arrays, so embeddings always travel as `prompt_embeds_base64`.
+
+One HTTP request carries one prompt, and it is always streamed from the
+server, even when the caller asked for one response: Triton notices that an
+HTTP client has gone only when it next writes to it. A non-streamed request
+writes once, at the end, so an abandoned or timed-out one would run to
+completion; streamed, every token is a write and a closed connection aborts
+the request within a token. The deltas are joined above the transport.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from contextlib import aclosing, contextmanager
+from typing import Any, AsyncIterator, Iterator
+from urllib.parse import quote
+
+import aiohttp
+
+from ._concurrency import merge
+from ._errors import (
+    APIConnectionError,
+    APITimeoutError,
+    error_from_http_status,
+    error_from_message,
+)
+from ._types import (
+    EMBEDS_BASE64_INPUT,
+    EXCLUDE_INPUT,
+    SAMPLING_INPUT,
+    STREAM_INPUT,
+    TEXT_INPUT,
+    Delta,
+    GenerateRequest,
+)
+
+
+class HttpTransport:
+    """Talks to one Triton HTTP endpoint (`host:port` or `http(s)://host:port`)."""
+
+    def __init__(self, url: str, timeout: float | None) -> None:
+        self._base_url = (url if "://" in url else f"http://{url}").rstrip("/")
+        # Whole-request deadlines are enforced above the transport; here only
+        # connecting is bounded, so a long stream is never cut by a read timeout.
+        self._timeout = aiohttp.ClientTimeout(total=None, connect=timeout)
+        self._session: aiohttp.ClientSession | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def _http(self) -> aiohttp.ClientSession:
+        """The session for the running loop: its connection pool belongs to one loop."""
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop or self._session is None:
+            self._session = aiohttp.ClientSession(timeout=self._timeout)
+            self._loop = loop
+        return self._session
+
+    def _url(self, *parts: str) -> str:
+        return "/".join([self._base_url, *(quote(part, safe="") for part in parts)])
+
+    async def model_inputs(self, model: str) -> frozenset[str]:
+        config = await self._json("GET", self._url("v2", "models", model, "config"))
+        return frozenset(tensor["name"] for tensor in config.get("input", []))
+
+    async def list_models(self) -> list[tuple[str, str]]:
+        index = await self._json("POST", self._url("v2", "repository", "index"), json={})
+        return [(entry["name"], entry.get("state", "")) for entry in index]
+
+    async def _json(self, method: str, url: str, **kwargs: Any) -> Any:
+        with _mapped_errors(self._base_url):
+            async with self._http().request(method, url, **kwargs) as response:
+                content = await response.read()
+        if response.status != 200:
+            raise error_from_http_status(response.status, _message(_decode_event(content), content))
+        return json.loads(content)
+
+    async def generate(self, model: str, requests: list[GenerateRequest]) -> AsyncIterator[Delta]:
+        """Deltas of every request; several prompts run as concurrent HTTP requests."""
+        sources = [self._generate_one(model, request) for request in requests]
+        merged = sources[0] if len(sources) == 1 else merge(sources)
+        async with aclosing(merged):
+            async for delta in merged:
+                yield delta
+
+    async def _generate_one(self, model: str, request: GenerateRequest) -> AsyncIterator[Delta]:
+        url = self._url("v2", "models", model, "generate_stream")
+        with _mapped_errors(self._base_url):
+            response = await self._http().post(url, json=_body(request))
+            try:
+                async for event in _events(response):
+                    yield _delta(request.index, event)
+            except BaseException:
+                response.close()  # drop the connection: the server cancels the request
+                raise
+            response.release()
+
+    async def close(self) -> None:
+        if self._session is not None and self._loop is asyncio.get_running_loop():
+            await self._session.close()
+        self._session = self._loop = None
+
+
+async def _events(response: aiohttp.ClientResponse) -> AsyncIterator[dict[str, Any]]:
+    """Server-sent events up to the one with a finish reason; a rejected
+    request gets an error status with one JSON error object instead."""
+    if response.status != 200:
+        content = await response.read()
+        raise error_from_http_status(response.status, _message(_decode_event(content), content))
+    async for event in _sse_events(response):
+        yield event
+        if event.get("finish_reason"):
+            return
+    raise APIConnectionError("the server closed the stream before the request finished")
+
+
+@contextmanager
+def _mapped_errors(base_url: str) -> Iterator[None]:
+    """Turn aiohttp's network exceptions into this package's errors."""
+    try:
+        yield
+    except (asyncio.TimeoutError, aiohttp.ServerTimeoutError) as exc:
+        raise APITimeoutError(f"request to {base_url} timed out: {exc}") from None
+    except aiohttp.ClientError as exc:
+        raise APIConnectionError(f"cannot reach the Triton HTTP endpoint {base_url}: {exc}") from None
+
+
+def _body(request: GenerateRequest) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        SAMPLING_INPUT: json.dumps(request.sampling),
+        STREAM_INPUT: True,  # see the module docstring: cancellation needs it
+        EXCLUDE_INPUT: True,  # the completions API never echoes the prompt
+    }
+    if request.embeds_tensor is not None:
+        raise ValueError("raw embeddings tensors cannot travel over HTTP; use base64")
+    if request.embeds_base64 is not None:
+        body[EMBEDS_BASE64_INPUT] = request.embeds_base64
+    else:
+        body[TEXT_INPUT] = request.text or ""
+    return body
+
+
+async def _sse_events(response: aiohttp.ClientResponse) -> AsyncIterator[dict[str, Any]]:
+    """`data: {...}` lines of Triton's server-sent events. An error after the
+    stream has started comes as an event with an "error" key and status 200."""
+    async for raw_line in response.content:
+        line = raw_line.decode("utf-8").strip()
+        if not line.startswith("data:"):
+            continue
+        event = json.loads(line[len("data:"):])
+        if "error" in event:
+            raise error_from_message(str(event["error"]))
+        yield event
+
+
+def _decode_event(content: bytes) -> dict[str, Any]:
+    """One JSON object; error replies of generate_stream come as an SSE line."""
+    text = content.decode("utf-8", errors="replace").strip()
+    if text.startswith("data:"):
+        text = text[len("data:"):].strip()
+    try:
+        value = json.loads(text) if text else {}
+    except json.JSONDecodeError:
+        return {}
+    return value if isinstance(value, dict) else {"value": value}
+
+
+def _message(event: dict[str, Any], content: bytes) -> str:
+    fallback = content.decode("utf-8", errors="replace").strip()
+    return str(event.get("error") or fallback or "no error message")
+
+
+def _delta(index: int, event: dict[str, Any]) -> Delta:
+    return Delta(
+        index=index,
+        text=str(event.get("text_output", "")),
+        finish_reason=event.get("finish_reason") or None,
+        prompt_tokens=int(event.get("num_input_tokens", 0)),
+        completion_tokens=int(event.get("num_output_tokens", 0)),
+    )

@@ -1,0 +1,71 @@
+"""Plain data passed between the resources and the transports.
+
+Public responses are openai-python's own types (`Completion`, `Model`); these
+are the internal shapes of one Triton request and one Triton response, kept
+free of any transport so gRPC and HTTP can share everything above them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+from openai.types import Model
+
+# Triton input names of the model (see model_repository/vllm_model/config.pbtxt).
+TEXT_INPUT = "text_input"
+EMBEDS_BASE64_INPUT = "prompt_embeds_base64"
+STREAM_INPUT = "stream"
+SAMPLING_INPUT = "sampling_parameters"
+EXCLUDE_INPUT = "exclude_input_in_output"
+
+
+@dataclass(frozen=True)
+class TensorPayload:
+    """Embeddings as a raw Triton tensor: the bytes of a C-ordered (S, H) array."""
+
+    input_name: str  # prompt_embeds, prompt_embeds_fp16 or prompt_embeds_bf16
+    datatype: str  # Triton datatype: FP32, FP16 or BF16
+    shape: tuple[int, int]
+    data: bytes
+
+
+@dataclass(frozen=True)
+class GenerateRequest:
+    """One prompt of a completions call, ready for either transport.
+
+    `index` is the choice index it answers; text is left out when embeddings
+    are sent so the raw text never reaches the server.
+    """
+
+    index: int
+    sampling: dict[str, Any]
+    stream: bool
+    text: str | None = None
+    embeds_tensor: TensorPayload | None = None
+    embeds_base64: str | None = None
+
+
+@dataclass(frozen=True)
+class Delta:
+    """One response of the model: new text, and cumulative token counts."""
+
+    index: int
+    text: str
+    finish_reason: str | None
+    prompt_tokens: int
+    completion_tokens: int
+
+
+@dataclass
+class ModelList:
+    """`client.models.list()` result: iterable like openai's page, with `.data`."""
+
+    data: list[Model] = field(default_factory=list)
+    object: str = "list"
+
+    def __iter__(self) -> Iterator[Model]:
+        return iter(self.data)
+
+    def __len__(self) -> int:
+        return len(self.data)

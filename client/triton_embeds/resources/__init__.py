@@ -1,0 +1,6 @@
+"""API resources, one module per openai-python resource."""
+
+from .completions import AsyncCompletions, Completions
+from .models import AsyncModels, Models
+
+__all__ = ["AsyncCompletions", "Completions", "AsyncModels", "Models"]

@@ -1,0 +1,92 @@
+"""Pure logic of embeddings decoding, validation and sampling parsing (no server)."""
+
+from __future__ import annotations
+
+import base64
+import threading
+
+import pytest
+import torch
+from embeds_payloads import bf16_exact, sparse_out_of_range_payload
+from embeds_backend.embeds import (
+    EmbedsLimits,
+    decode_base64_embeds,
+    decoded_size,
+    validate_embeds,
+)
+from embeds_backend.errors import RequestRejected
+from embeds_backend.sampling import parse_sampling_parameters
+from triton_helpers import torch_b64
+
+LIMITS = EmbedsLimits(hidden_size=128, dtype=torch.float32)
+
+
+@pytest.mark.parametrize("length", range(0, 40))
+def test_decoded_size_matches_real_decoding(length):
+    encoded = base64.b64encode(b"x" * length)
+    assert decoded_size(encoded) == length
+    assert decoded_size(encoded.decode()) == length
+
+
+def test_valid_payload_round_trips():
+    tensor = bf16_exact((7, 128))
+    out = decode_base64_embeds(torch_b64(tensor), LIMITS)
+    assert torch.equal(validate_embeds(out, LIMITS), tensor)
+
+
+def test_cast_to_engine_dtype_and_overflow_counts_as_non_finite():
+    half = EmbedsLimits(hidden_size=128, dtype=torch.float16)
+    tensor = bf16_exact((3, 128))
+    assert validate_embeds(tensor, half).dtype == torch.float16
+    tensor[0, 0] = 1e6  # finite in fp32, +inf in fp16
+    with pytest.raises(RequestRejected) as info:
+        validate_embeds(tensor, half)
+    assert info.value.rule == "not_finite"
+
+
+def test_sparse_checks_hold_under_concurrency():
+    """The invariant switch is global and never turned off, so concurrent
+    loads cannot disable each other's checks."""
+    payload = sparse_out_of_range_payload(128)
+    failures: list[str] = []
+
+    def load() -> None:
+        for _ in range(20):
+            try:
+                decode_base64_embeds(payload, LIMITS)
+                failures.append("loaded an out-of-range sparse tensor")
+            except RequestRejected as exc:
+                if exc.rule != "not_a_tensor":
+                    failures.append(exc.rule)
+
+    threads = [threading.Thread(target=load) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == []
+
+
+def test_sampling_defaults_and_string_values():
+    assert parse_sampling_parameters(None) == {"max_tokens": 16}
+    parsed = parse_sampling_parameters('{"temperature": "0.5", "max_tokens": "8", "ignore_eos": "true"}')
+    assert parsed == {"temperature": 0.5, "max_tokens": 8, "ignore_eos": True}
+
+
+@pytest.mark.parametrize(
+    "text, fragment",
+    [
+        ('{"max_tokens": 0}', "must be at least 1"),
+        ('{"top_p": 0}', "must be in (0, 1]"),
+        ('{"temperature": NaN}', "finite"),
+        ('{"max_tokens": 2.5}', "expected an integer"),
+        ('{"min_tokens": 9, "max_tokens": 8}', "exceeds"),
+        ('[1, 2]', "must be a JSON object"),
+        ('{"n": 2}', "unknown sampling parameter 'n'"),
+    ],
+)
+def test_sampling_rejections(text, fragment):
+    with pytest.raises(RequestRejected) as info:
+        parse_sampling_parameters(text)
+    assert info.value.rule == "bad_sampling"
+    assert fragment in info.value.message
