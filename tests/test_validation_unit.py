@@ -44,9 +44,10 @@ def test_cast_to_engine_dtype_and_overflow_counts_as_non_finite():
     assert info.value.rule == "not_finite"
 
 
-def test_sparse_checks_hold_under_concurrency():
-    """The invariant switch is global and never turned off, so concurrent
-    loads cannot disable each other's checks."""
+def test_sparse_payloads_are_refused_before_loading_under_concurrency():
+    """torch validates loaded sparse tensors through a module-global list that
+    concurrent loads clear for each other; the pickle scan must refuse every
+    sparse payload before torch.load, whatever the other threads do."""
     payload = sparse_out_of_range_payload(128)
     failures: list[str] = []
 
@@ -56,8 +57,8 @@ def test_sparse_checks_hold_under_concurrency():
                 decode_base64_embeds(payload, LIMITS)
                 failures.append("loaded an out-of-range sparse tensor")
             except RequestRejected as exc:
-                if exc.rule != "not_a_tensor":
-                    failures.append(exc.rule)
+                if exc.rule != "not_dense" or "sparse tensor payload" not in exc.message:
+                    failures.append(f"{exc.rule}: {exc.message}")
 
     threads = [threading.Thread(target=load) for _ in range(4)]
     for thread in threads:
@@ -65,6 +66,20 @@ def test_sparse_checks_hold_under_concurrency():
     for thread in threads:
         thread.join()
     assert failures == []
+
+
+@pytest.mark.parametrize("layout", ["coo", "csr", "csc", "bsr"])
+def test_every_sparse_layout_is_refused_unloaded(layout: str):
+    dense = bf16_exact((4, 128))
+    sparse = {
+        "coo": dense.to_sparse,
+        "csr": dense.to_sparse_csr,
+        "csc": dense.to_sparse_csc,
+        "bsr": lambda: dense.to_sparse_bsr((2, 2)),
+    }[layout]()
+    with pytest.raises(RequestRejected) as info:
+        decode_base64_embeds(torch_b64(sparse), LIMITS)
+    assert info.value.rule == "not_dense"
 
 
 def test_sampling_defaults_and_string_values():

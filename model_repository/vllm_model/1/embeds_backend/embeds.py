@@ -12,6 +12,7 @@ from __future__ import annotations
 import binascii
 import io
 import pickle
+import pickletools
 import zipfile
 from dataclasses import dataclass
 
@@ -31,11 +32,13 @@ try:  # pybase64 is vLLM's own (SIMD) decoder; fall back to the stdlib.
 except ImportError:  # pragma: no cover - pybase64 ships with vLLM
     import base64 as _b64
 
-# Sparse tensors are rebuilt by torch.load; with invariant checks on, bad
-# indices raise instead of corrupting memory. The switch is process-global, so
-# it is turned on once and never off: a per-call context manager would race
-# with concurrent requests (one exiting switches the checks off for another).
+# Sparse payloads are refused before torch.load by scanning the pickle (see
+# _rebuilds_sparse): torch validates loaded sparse tensors through a
+# module-global list that concurrent loads clear for each other, so its own
+# check is not reliable under load. The invariant switch stays on as a second
+# line; it is process-global, so it is turned on once and never off.
 torch.sparse.check_sparse_tensor_invariants.enable()
+_SPARSE_REBUILD_MARKER = "_rebuild_sparse"
 
 
 @dataclass(frozen=True)
@@ -108,6 +111,30 @@ def _describe_zip(raw: bytes) -> str | None:
     return None
 
 
+def _rebuilds_sparse(raw: bytes) -> bool:
+    """Whether the archive's pickle names a sparse-tensor rebuild function.
+
+    Every global a pickle calls is spelled out as a string in some opcode
+    argument (GLOBAL, or the strings STACK_GLOBAL consumes), so scanning the
+    opcode arguments finds it without unpickling anything. A pickle too broken
+    to scan is left to torch.load, which rejects it."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(raw)) as archive:
+            name = next(n for n in archive.namelist() if n.endswith("data.pkl"))
+            pickled = archive.read(name)
+    except (zipfile.BadZipFile, ValueError, EOFError) as exc:
+        raise RequestRejected(
+            "not_a_tensor", f"prompt_embeds_base64 holds a corrupt zip archive ({exc})"
+        ) from None
+    try:
+        for _opcode, arg, _pos in pickletools.genops(pickled):
+            if isinstance(arg, str) and _SPARSE_REBUILD_MARKER in arg:
+                return True
+    except (ValueError, EOFError, UnicodeDecodeError):
+        return False
+    return False
+
+
 def deserialize(raw: bytes) -> torch.Tensor:
     """torch.load with weights_only on the CPU; anything but a dense tensor is
     rejected without materializing it."""
@@ -126,6 +153,12 @@ def deserialize(raw: bytes) -> torch.Tensor:
     problem = _describe_zip(raw)
     if problem:
         raise RequestRejected("not_a_tensor", f"prompt_embeds_base64 holds {problem}")
+    if _rebuilds_sparse(raw):
+        raise RequestRejected(
+            "not_dense",
+            "prompt_embeds must be a dense tensor, got a sparse tensor payload "
+            "(sparse tensors are never loaded or densified)",
+        )
     try:
         loaded = torch.load(io.BytesIO(raw), weights_only=True, map_location="cpu")
     except (pickle.UnpicklingError, RuntimeError, ValueError, EOFError, KeyError,
