@@ -53,6 +53,10 @@ def train_tokenizer(out: Path) -> None:
     fast.save_pretrained(out)
 
 
+# Long enough for load tests whose cancelled streams must outlast the client.
+MAX_POSITIONS = 4096
+
+
 def build_model(out: Path, seed: int) -> None:
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
@@ -66,7 +70,7 @@ def build_model(out: Path, seed: int) -> None:
         num_attention_heads=4,
         num_key_value_heads=2,
         head_dim=32,
-        max_position_embeddings=1024,
+        max_position_embeddings=MAX_POSITIONS,
         bos_token_id=0,
         eos_token_id=0,
         tie_word_embeddings=True,
@@ -81,14 +85,15 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("models/tiny-llama"))
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    marker = args.out / "config.json"
-    if marker.exists():
+    info = {"seed": args.seed, "max_position_embeddings": MAX_POSITIONS}
+    marker = args.out / "BUILD_INFO.json"
+    if marker.exists() and json.loads(marker.read_text()) == info:
         print(f"tiny model already at {args.out}")
         return
     args.out.mkdir(parents=True, exist_ok=True)
     train_tokenizer(args.out)
     build_model(args.out, args.seed)
-    (args.out / "BUILD_INFO.json").write_text(json.dumps({"seed": args.seed}))
+    marker.write_text(json.dumps(info))
     print(f"tiny model written to {args.out}")
 
 

@@ -4,9 +4,6 @@
 
 from __future__ import annotations
 
-import json
-import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -17,17 +14,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from repository_builder import TINY_MODEL_DIR, tiny_engine_args, write_model  # noqa: E402,F401
 from tritonserver_launcher import Ports, TritonServer  # noqa: E402
 
-TINY_DIR = ROOT / "models" / "tiny-llama"
+TINY_DIR = TINY_MODEL_DIR
 SMOLLM2_DIR = ROOT / "models" / "SmolLM2-135M-Instruct"
 TINY_CONTEXT = 512
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def ensure_models() -> None:
@@ -38,37 +30,19 @@ def ensure_models() -> None:
         subprocess.run([python, str(ROOT / "scripts/prepare_smollm2.py"), "--out", str(SMOLLM2_DIR)], check=True)
 
 
-def write_model(repository: Path, name: str, engine_args: dict, parameters: dict | None = None) -> None:
-    """Copy the shipped model (config.pbtxt + 1/) under a new name with its own model.json."""
-    source = ROOT / "model_repository" / "vllm_model"
-    target = repository / name
-    shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__", "model.json"))
-    (target / "1" / "model.json").write_text(json.dumps(engine_args))
-    for key, value in (parameters or {}).items():
-        config = target / "config.pbtxt"
-        text = config.read_text()
-        marker = f'{{ key: "{key}", value: {{ string_value: "'
-        start = text.index(marker) + len(marker)
-        end = text.index('"', start)
-        config.write_text(text[:start] + str(value) + text[end:])
-
-
 def tiny_args(**extra) -> dict:
-    return {
-        "model": str(TINY_DIR),
-        "enable_prompt_embeds": True,
-        "dtype": "float32",
-        "max_model_len": TINY_CONTEXT,
-        "enforce_eager": True,  # skips a ~30 s compile warm-up per engine
-        **extra,
-    }
+    return tiny_engine_args(context=TINY_CONTEXT, **extra)
 
 
 def start_server(repository: Path, log: Path) -> TritonServer:
     server = TritonServer(
         repository,
-        ports=Ports(http=free_port(), grpc=free_port(), metrics=free_port()),
+        ports=Ports.free(),
         log_path=log,
+        # One model at a time: with engines starting together on a loaded
+        # 2-core host, Triton has given up on a stub mid-initialize and then
+        # waited forever for it to exit.
+        extra_args=["--model-load-thread-count=1"],
     )
     server.start()
     try:

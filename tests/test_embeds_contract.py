@@ -68,7 +68,7 @@ def test_non_contiguous_tensor_is_valid(grpc_url, embeds, baseline):
 def test_streaming_concatenation_equals_non_streaming(grpc_url, embeds, baseline):
     result = grpc_infer(grpc_url, "tiny", make_inputs(embeds=embeds.numpy(), stream=True, sampling=GREEDY))
     assert result.text == baseline
-    assert len(result.chunks) == 8
+    assert 1 < len(result.chunks) <= 8  # one per step unless coalesced behind a slow client
     assert result.final_flags == 1
     assert result.finish_reason == "length"
 

@@ -18,7 +18,7 @@ from embeds_payloads import (
     sparse_huge_shape_payload,
     sparse_out_of_range_payload,
 )
-from triton_helpers import GREEDY, grpc_infer, http_generate, make_inputs, metric_value, torch_b64
+from triton_helpers import GREEDY, grpc_infer, http_body, http_generate, make_inputs, metric_value, torch_b64
 
 HIDDEN = 128
 MARKER = Path("/tmp/triton-embeds-malicious-pickle-ran")
@@ -104,23 +104,6 @@ def reference(grpc_url) -> str:
     result = grpc_infer(grpc_url, "tiny", make_inputs(embeds=good().numpy(), sampling=GREEDY))
     assert result.error is None
     return result.text
-
-
-def http_body(inputs: dict[str, np.ndarray]) -> dict | None:
-    """The JSON body of /generate for string/bool inputs; None for raw tensors."""
-    body = {}
-    for name, array in inputs.items():
-        if array.dtype == np.object_:
-            value = array[0]
-            try:
-                body[name] = value.decode() if isinstance(value, bytes) else value
-            except UnicodeDecodeError:
-                return None
-        elif array.dtype == np.bool_:
-            body[name] = bool(array[0])
-        else:
-            return None
-    return body
 
 
 @pytest.mark.parametrize("case_id, model, build, rule, fragment", CASES, ids=[c[0] for c in CASES])

@@ -18,10 +18,11 @@ def test_server_and_models_ready(server):
             assert response.status == 200
 
 
-def test_text_streams_one_response_per_token_over_grpc(grpc_url):
+def test_text_streams_a_response_per_step_over_grpc(grpc_url):
+    """One response per engine step, merged only when the client falls behind."""
     result = grpc_infer(grpc_url, "tiny", make_inputs(text="Hello world", stream=True, sampling=GREEDY))
     assert result.error is None
-    assert len(result.chunks) == 8
+    assert 1 < len(result.chunks) <= 8
     assert result.finish_reason == "length"
     assert result.completion_tokens == 8
     assert result.final_flags == 1
@@ -30,7 +31,7 @@ def test_text_streams_one_response_per_token_over_grpc(grpc_url):
 def test_text_streams_over_http_sse(http_url):
     body = {"text_input": "Hello world", "stream": True, "sampling_parameters": '{"temperature": 0, "max_tokens": 6}'}
     events = http_generate(http_url, "tiny", body, stream=True)
-    assert len(events) == 6
+    assert 1 < len(events) <= 6
     assert all("text_output" in event for event in events)
     assert events[-1]["finish_reason"] == "length"
     assert events[-1]["num_output_tokens"] == 6

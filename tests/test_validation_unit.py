@@ -105,3 +105,26 @@ def test_sampling_rejections(text, fragment):
         parse_sampling_parameters(text)
     assert info.value.rule == "bad_sampling"
     assert fragment in info.value.message
+
+
+@pytest.mark.parametrize(
+    "sampling, fragment",
+    [
+        ({"stop": ["x"] * 65}, "stop has 65 strings"),
+        ({"stop": ["x" * 1025]}, "a string of 1025 characters"),
+        ({"stop_token_ids": list(range(1025))}, "stop_token_ids has 1025 entries"),
+    ],
+)
+def test_sampling_lists_are_bounded(sampling, fragment):
+    import json
+
+    with pytest.raises(RequestRejected) as info:
+        parse_sampling_parameters(json.dumps(sampling))
+    assert fragment in info.value.message
+
+
+def test_sampling_json_size_and_depth_are_bounded():
+    with pytest.raises(RequestRejected, match="above the limit of 65536"):
+        parse_sampling_parameters('{"stop": ["' + "x" * 70000 + '"]}')
+    with pytest.raises(RequestRejected, match="nested too deeply"):
+        parse_sampling_parameters('{"stop": ' + "[" * 20000 + "]" * 20000 + "}")

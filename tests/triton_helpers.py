@@ -84,6 +84,33 @@ def grpc_infer(url: str, model: str, inputs: dict[str, np.ndarray], timeout_s: f
         client.close()
 
 
+class StreamCall:
+    """One request on its own gRPC stream, consumed while the test acts."""
+
+    def __init__(self, url: str, model: str, inputs: dict[str, np.ndarray]) -> None:
+        self._responses: queue.Queue = queue.Queue()
+        self._client = grpcclient.InferenceServerClient(url)
+        self._client.start_stream(callback=lambda result, error: self._responses.put((result, error)))
+        self._client.async_stream_infer(model, _grpc_inputs(inputs), enable_empty_final_response=True)
+        self._first: tuple | None = None
+
+    def wait_first(self, timeout_s: float = 60) -> None:
+        """Block until the first response (a token, or an error) arrives."""
+        self._first = self._responses.get(timeout=timeout_s)
+
+    def result(self, timeout_s: float = 120) -> Result:
+        first, self._first = self._first, None
+        return _collect(self._responses, timeout_s, first)
+
+    def cancel(self) -> None:
+        self._client.stop_stream(cancel_requests=True)
+        self._client.close()
+
+    def close(self) -> None:
+        self._client.stop_stream()
+        self._client.close()
+
+
 def _grpc_inputs(inputs: dict[str, np.ndarray]) -> list:
     converted = []
     for name, array in inputs.items():
@@ -94,10 +121,11 @@ def _grpc_inputs(inputs: dict[str, np.ndarray]) -> list:
     return converted
 
 
-def _collect(responses: queue.Queue, timeout_s: float) -> Result:
+def _collect(responses: queue.Queue, timeout_s: float, first: tuple | None = None) -> Result:
     result = Result()
     while True:
-        response, error = responses.get(timeout=timeout_s)
+        response, error = first or responses.get(timeout=timeout_s)
+        first = None
         if error is not None:
             result.error, result.error_status = error.message(), error.status()
             result.final_flags += 1
@@ -111,6 +139,23 @@ def _collect(responses: queue.Queue, timeout_s: float) -> Result:
         if response.get_response().parameters["triton_final_response"].bool_param:
             result.final_flags += 1
             return result
+
+
+def http_body(inputs: dict[str, np.ndarray]) -> dict | None:
+    """The JSON body of /generate for string/bool inputs; None for raw tensors."""
+    body = {}
+    for name, array in inputs.items():
+        if array.dtype == np.object_:
+            value = array[0]
+            try:
+                body[name] = value.decode() if isinstance(value, bytes) else value
+            except UnicodeDecodeError:
+                return None
+        elif array.dtype == np.bool_:
+            body[name] = bool(array[0])
+        else:
+            return None
+    return body
 
 
 def http_generate(url: str, model: str, body: dict, stream: bool = False, timeout_s: float = 120) -> list[dict]:

@@ -32,6 +32,7 @@ from embeds_backend.engine import EngineBridge  # noqa: E402
 from embeds_backend.handler import RequestHandler  # noqa: E402
 from embeds_backend.metrics import ModelMetrics  # noqa: E402
 from embeds_backend.settings import load_backend_settings, load_engine_args  # noqa: E402
+from embeds_backend.supervisor import EngineSupervisor  # noqa: E402
 
 
 class TritonPythonModel:
@@ -53,8 +54,18 @@ class TritonPythonModel:
         self._engine = EngineBridge(engine_args)
         self._run(self._start_engine())
         self._metrics = ModelMetrics(args["model_name"])
+        self._metrics.engine_state(ready=True)
+        name = args["model_name"]
+        self._supervisor = EngineSupervisor(
+            self._engine,
+            self._loop,
+            on_state=self._metrics.engine_state,
+            log=lambda message: pb_utils.Logger.log_warn(f"{name}: {message}"),
+        )
+        self._loop.call_soon_threadsafe(self._supervisor.start)
         self._handler = RequestHandler(
-            self._engine, load_backend_settings(model_config), self._metrics, self._loop
+            self._engine, self._supervisor, load_backend_settings(model_config),
+            self._metrics, self._loop,
         )
         pb_utils.Logger.log_info(
             f"{args['model_name']}: vLLM engine ready (hidden size {self._engine.hidden_size}, "
@@ -74,13 +85,14 @@ class TritonPythonModel:
         return None
 
     def finalize(self) -> None:
+        self._run(self._supervisor.stop())
         self._run(self._handler.shutdown())
         self._run(self._stop_engine())
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=30)
         # Metric objects must die now, while Triton's shared memory exists.
         self._metrics.close()
-        self._handler = self._metrics = None
+        self._handler = self._supervisor = self._metrics = None
         gc.collect()
 
     async def _stop_engine(self) -> None:

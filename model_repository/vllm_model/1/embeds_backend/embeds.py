@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import binascii
 import io
-import pickle
 import pickletools
+import re
 import zipfile
 from dataclasses import dataclass
 
@@ -38,7 +38,13 @@ except ImportError:  # pragma: no cover - pybase64 ships with vLLM
 # check is not reliable under load. The invariant switch stays on as a second
 # line; it is process-global, so it is turned on once and never off.
 torch.sparse.check_sparse_tensor_invariants.enable()
-_SPARSE_REBUILD_MARKER = "_rebuild_sparse"
+# The _rebuild_sparse_* functions, and the legacy sparse tensor classes
+# (torch.sparse.FloatTensor, ...) that NEWOBJ builds without them; pickletools
+# spells a GLOBAL's argument "module name".
+_SPARSE_MARKERS = ("_rebuild_sparse", "torch.sparse ")
+# Encrypted, compressed-patched and strongly encrypted members: torch.save
+# never writes them and zipfile refuses to read them.
+_UNREADABLE_ZIP_FLAGS = 0x01 | 0x20 | 0x40
 
 
 @dataclass(frozen=True)
@@ -96,39 +102,56 @@ def _describe_zip(raw: bytes) -> str | None:
     try:
         with zipfile.ZipFile(io.BytesIO(raw)) as archive:
             members = archive.infolist()
-    except (zipfile.BadZipFile, ValueError, EOFError) as exc:
+    except (zipfile.BadZipFile, ValueError, EOFError, NotImplementedError) as exc:
         return f"a corrupt zip archive ({exc})"
     names = [m.filename for m in members]
     if any(name.endswith(".npy") for name in names):
         return "a numpy .npz archive, not torch.save bytes"
     if not any(name.endswith("data.pkl") for name in names):
         return "a zip archive without torch.save's data.pkl"
+    # Of two same-named members zipfile reads the last and torch's reader the
+    # first: the pickle scanned and the pickle loaded would differ.
+    if len(set(names)) != len(names):
+        return "a zip archive with duplicate member names"
     for member in members:
         if member.compress_type != zipfile.ZIP_STORED:
             return f"a zip archive with a compressed member ({member.filename})"
+        if member.flag_bits & _UNREADABLE_ZIP_FLAGS:
+            return f"a zip archive with an encrypted member ({member.filename})"
         if member.file_size > len(raw):
             return f"a zip archive whose member {member.filename} claims {member.file_size} bytes"
+        if not 0 <= member.header_offset < len(raw):  # zipfile would seek there to read it
+            return (f"a zip archive whose member {member.filename} starts at byte "
+                    f"{member.header_offset}, outside the payload")
     return None
 
 
 def _rebuilds_sparse(raw: bytes) -> bool:
-    """Whether the archive's pickle names a sparse-tensor rebuild function.
+    """Whether a pickle in the archive names a sparse-tensor rebuild function
+    or class.
 
-    Every global a pickle calls is spelled out as a string in some opcode
-    argument (GLOBAL, or the strings STACK_GLOBAL consumes), so scanning the
-    opcode arguments finds it without unpickling anything. A pickle too broken
-    to scan is left to torch.load, which rejects it."""
+    Every member named data.pkl is scanned, not only the first: torch picks
+    its pickle by the archive's folder name, so a decoy data.pkl listed
+    first must not hide the one torch loads."""
     try:
         with zipfile.ZipFile(io.BytesIO(raw)) as archive:
-            name = next(n for n in archive.namelist() if n.endswith("data.pkl"))
-            pickled = archive.read(name)
+            pickles = [archive.read(m) for m in archive.infolist() if m.filename.endswith("data.pkl")]
     except (zipfile.BadZipFile, ValueError, EOFError) as exc:
         raise RequestRejected(
             "not_a_tensor", f"prompt_embeds_base64 holds a corrupt zip archive ({exc})"
         ) from None
+    return any(_names_sparse(pickled) for pickled in pickles)
+
+
+def _names_sparse(pickled: bytes) -> bool:
+    """Every global a pickle calls is spelled out as a string in some opcode
+    argument (GLOBAL, or the strings STACK_GLOBAL consumes), so scanning the
+    opcode arguments finds it without unpickling anything. A pickle too broken
+    to scan is left to torch.load, which reads the same opcodes in the same
+    order and so fails at the same point, before any later global."""
     try:
         for _opcode, arg, _pos in pickletools.genops(pickled):
-            if isinstance(arg, str) and _SPARSE_REBUILD_MARKER in arg:
+            if isinstance(arg, str) and any(marker in arg for marker in _SPARSE_MARKERS):
                 return True
     except (ValueError, EOFError, UnicodeDecodeError):
         return False
@@ -161,8 +184,10 @@ def deserialize(raw: bytes) -> torch.Tensor:
         )
     try:
         loaded = torch.load(io.BytesIO(raw), weights_only=True, map_location="cpu")
-    except (pickle.UnpicklingError, RuntimeError, ValueError, EOFError, KeyError,
-            TypeError, IndexError, AttributeError, zipfile.BadZipFile) as exc:
+    # weights_only keeps hostile pickles from running code, not from tripping
+    # torch's internals: they raise AssertionError, struct.error and more
+    # besides the usual errors, and every one of them means "not a tensor".
+    except Exception as exc:  # noqa: BLE001
         raise RequestRejected(
             "not_a_tensor",
             f"prompt_embeds_base64 could not be loaded as a tensor with "
@@ -171,8 +196,13 @@ def deserialize(raw: bytes) -> torch.Tensor:
     return _require_dense(loaded)
 
 
+_TERMINAL_CODES = re.compile(r"\x1b\[[0-9;]*m")
+
+
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
+    """The gist of a torch error for the client, without the terminal colour
+    codes torch puts in its weights_only messages."""
+    text = _TERMINAL_CODES.sub("", str(exc)).strip().splitlines()
     return text[0][:300] if text else type(exc).__name__
 
 
@@ -188,11 +218,32 @@ def _require_dense(loaded: object) -> torch.Tensor:
             f"prompt_embeds must be a dense tensor, got layout {loaded.layout} "
             f"(sparse tensors are never densified)",
         )
+    if loaded.is_nested:
+        raise RequestRejected("not_dense", "prompt_embeds must be a dense tensor, got a nested tensor")
+    if loaded.device.type != "cpu":  # map_location moved every storage: no data was saved
+        raise RequestRejected(
+            "not_a_tensor", f"prompt_embeds_base64 holds a {loaded.device.type} tensor, which has no values"
+        )
     if loaded.is_quantized:
         raise RequestRejected(
             "bad_dtype", f"prompt_embeds must be floating point, got quantized {loaded.dtype}"
         )
+    _require_stored(loaded)
     return loaded
+
+
+def _require_stored(tensor: torch.Tensor) -> None:
+    """Refuse views that claim more elements than their storage holds
+    (stride 0, overlapping rows): a few bytes could otherwise declare a
+    tensor of gigabytes that the cast and the finiteness check materialize."""
+    needed = tensor.numel() * tensor.element_size()
+    stored = tensor.untyped_storage().nbytes()
+    if needed > stored:
+        raise RequestRejected(
+            "not_dense",
+            f"prompt_embeds must be a dense tensor, got a view of {stored} stored bytes "
+            f"spanning {needed} bytes (shape {list(tensor.shape)}, strides {list(tensor.stride())})",
+        )
 
 
 def decode_base64_embeds(encoded: bytes | str, limits: EmbedsLimits) -> torch.Tensor:
@@ -211,7 +262,10 @@ def validate_embeds(tensor: torch.Tensor, limits: EmbedsLimits) -> torch.Tensor:
             f"prompt_embeds dtype {_dtype_name(tensor.dtype)} is not accepted; use "
             f"float32, float16, bfloat16 or float64",
         )
-    tensor = tensor.to(limits.dtype).contiguous()
+    # A plain tensor for the engine: detach drops the autograd state of a saved
+    # Parameter or requires_grad tensor, resolve_neg the lazy negation bit of a
+    # saved torch._neg_view, which vLLM's tensor serialization refuses.
+    tensor = tensor.detach().resolve_neg().to(limits.dtype).contiguous()
     # Checked after the cast, so values that overflow the engine dtype count too.
     if not bool(torch.isfinite(tensor).all()):
         raise RequestRejected("not_finite", _non_finite_message(tensor, limits.dtype))

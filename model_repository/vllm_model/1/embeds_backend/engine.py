@@ -3,44 +3,71 @@ engine API, so a vLLM upgrade touches one file."""
 
 from __future__ import annotations
 
-import logging
+from dataclasses import dataclass
 from typing import Any, AsyncIterator
 
 import torch
 
-logger = logging.getLogger(__name__)
+
+@dataclass(frozen=True)
+class ModelFacts:
+    """What request validation needs to know about the served model. Read
+    once, so it stays available while a dead engine is being replaced."""
+
+    hidden_size: int
+    dtype: torch.dtype
+    max_model_len: int
+    embeds_enabled: bool
 
 
 class EngineBridge:
     def __init__(self, engine_args: dict[str, Any]) -> None:
         self._engine_args = engine_args
         self._engine: Any = None
+        self._facts: ModelFacts | None = None
 
     def start(self) -> None:
+        """Build the engine (slow: loads weights). Safe to call off the event
+        loop: AsyncLLM starts its output handler on the first generate()."""
         from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
 
-        self._engine = AsyncLLM.from_engine_args(AsyncEngineArgs(**self._engine_args))
+        engine = AsyncLLM.from_engine_args(AsyncEngineArgs(**self._engine_args))
+        config = engine.model_config
+        self._facts = ModelFacts(
+            hidden_size=int(config.get_hidden_size()),
+            dtype=config.dtype,
+            max_model_len=int(config.max_model_len),
+            embeds_enabled=bool(getattr(config, "enable_prompt_embeds", False)),
+        )
+        self._engine = engine
+
+    @property
+    def facts(self) -> ModelFacts:
+        if self._facts is None:
+            raise RuntimeError("the engine has not been started")
+        return self._facts
 
     @property
     def hidden_size(self) -> int:
-        return int(self._engine.model_config.get_hidden_size())
+        return self.facts.hidden_size
 
     @property
     def dtype(self) -> torch.dtype:
-        return self._engine.model_config.dtype
+        return self.facts.dtype
 
     @property
     def max_model_len(self) -> int:
-        return int(self._engine.model_config.max_model_len)
+        return self.facts.max_model_len
 
     @property
     def embeds_enabled(self) -> bool:
-        return bool(getattr(self._engine.model_config, "enable_prompt_embeds", False))
+        return self.facts.embeds_enabled
 
     @property
     def is_healthy(self) -> bool:
-        return self._engine is not None and not self._engine.errored
+        engine = self._engine
+        return engine is not None and not engine.errored
 
     def generate(
         self, prompt: dict[str, Any], sampling: dict[str, Any], request_id: str, stream: bool
@@ -55,12 +82,17 @@ class EngineBridge:
         return self._engine.generate(prompt, params, request_id)
 
     def unfinished_requests(self) -> int:
-        return int(self._engine.output_processor.get_num_unfinished_requests())
+        engine = self._engine
+        if engine is None:
+            return 0
+        return int(engine.output_processor.get_num_unfinished_requests())
 
     def shutdown(self) -> None:
-        if self._engine is not None:
-            self._engine.shutdown()
-            self._engine = None
+        """Stop the engine and its processes. Must run on the event loop that
+        ran generate(): it cancels the engine's output-handler task there."""
+        engine, self._engine = self._engine, None
+        if engine is not None:
+            engine.shutdown()
 
 
 def is_client_error(exc: BaseException) -> bool:

@@ -5,6 +5,7 @@ with exactly one final flag."""
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -18,17 +19,20 @@ from .metrics import ModelMetrics
 from .prompts import build_embeds_prompt, build_text_prompt
 from .request_parsing import ParsedRequest, PromptKind, parse_request
 from .settings import BackendSettings
+from .supervisor import EngineSupervisor
 
 
 class RequestHandler:
     def __init__(
         self,
         engine: EngineBridge,
+        supervisor: EngineSupervisor,
         settings: BackendSettings,
         metrics: ModelMetrics,
         loop: asyncio.AbstractEventLoop,
     ) -> None:
         self._engine = engine
+        self._supervisor = supervisor
         self._settings = settings
         self._metrics = metrics
         self._loop = loop
@@ -40,7 +44,11 @@ class RequestHandler:
         self._decoders = ThreadPoolExecutor(settings.decode_workers, "embeds-decode")
         self._responses = triton_io.ResponseSender()
         self._inflight: dict[asyncio.Task, Any] = {}
-        self._watcher: asyncio.Task | None = None
+        self._stopped = threading.Event()
+        self._watcher = threading.Thread(
+            target=self._watch_cancellations, name="cancel-watcher", daemon=True
+        )
+        self._watcher.start()
 
     # -- called from Triton's execute() thread --------------------------------
     def submit(self, request: Any) -> None:
@@ -48,13 +56,11 @@ class RequestHandler:
 
     # -- on the event loop -----------------------------------------------------
     def _start(self, request: Any) -> None:
-        if self._watcher is None:
-            self._watcher = self._loop.create_task(self._watch_cancellations())
         limit = self._settings.max_concurrent_requests
         if limit and len(self._inflight) >= limit:
             self._metrics.rejection("concurrency_limit")
             message = f"model is at its limit of {limit} concurrent requests; retry later"
-            self._finish(request.get_response_sender(), triton_io.unavailable(message))
+            self._finish(request.get_response_sender(), triton_io.unavailable(message), "unavailable")
             return
         task = self._loop.create_task(self._handle(request))
         self._inflight[task] = request
@@ -62,19 +68,27 @@ class RequestHandler:
 
     def _forget(self, task: asyncio.Task) -> None:
         self._inflight.pop(task, None)
-        self._metrics.unfinished(self._engine.unfinished_requests())
 
-    async def _watch_cancellations(self) -> None:
-        """Non-streaming requests produce no output until they end, so client
-        cancellation is polled here rather than at each output. Cancelling the
-        task makes vLLM abort the request. The engine gauge is refreshed here
+    # -- on the cancel-watcher thread -------------------------------------------
+    def _watch_cancellations(self) -> None:
+        """Client cancellation is polled (a non-streaming request produces no
+        output to fail on until it ends); cancelling the task makes vLLM abort
+        the request. This runs in its own thread because is_cancelled() and
+        metric updates are blocking IPC round trips to Triton: on the event
+        loop they would stall every stream. The engine gauge is refreshed here
         too, so it is live while requests run."""
-        while True:
-            await asyncio.sleep(self._settings.cancel_poll_interval_s)
+        while not self._stopped.wait(self._settings.cancel_poll_interval_s):
             for task, request in list(self._inflight.items()):
-                if not task.done() and request.is_cancelled():
-                    task.cancel()
+                if not task.done() and self._client_gone(request):
+                    self._loop.call_soon_threadsafe(task.cancel)
             self._metrics.unfinished(self._engine.unfinished_requests())
+
+    @staticmethod
+    def _client_gone(request: Any) -> bool:
+        try:
+            return bool(request.is_cancelled())
+        except Exception:  # noqa: BLE001 - the request ended meanwhile
+            return False
 
     async def _handle(self, request: Any) -> None:
         sender = request.get_response_sender()
@@ -84,15 +98,15 @@ class RequestHandler:
             self._metrics.request(parsed.kind.value)
             prompt = await self._build_prompt(parsed)
             if not self._engine.is_healthy:
-                raise EngineUnavailable("the vLLM engine is not running")
+                raise EngineUnavailable(self._supervisor.unavailable_reason())
             await self._generate(parsed, prompt, sender, arrival)
         except RequestRejected as exc:
             self._metrics.rejection(exc.rule)
-            self._finish(sender, triton_io.invalid_argument(exc.message))
+            self._finish(sender, triton_io.invalid_argument(exc.message), "rejected")
         except asyncio.CancelledError:
-            self._finish(sender, None)  # the client is gone: only the final flag
+            self._finish(sender, None, "cancelled")  # the client is gone: only the final flag
         except Exception as exc:  # noqa: BLE001 - every failure must reach the client
-            self._finish(sender, self._error_response(exc))
+            self._fail(sender, exc)
 
     async def _build_prompt(self, parsed: ParsedRequest) -> dict[str, Any]:
         if parsed.kind is PromptKind.TEXT:
@@ -106,6 +120,7 @@ class RequestHandler:
     ) -> None:
         prefix = parsed.text if self._echoes_prompt(parsed) else ""
         generated = prompt_tokens = 0
+        finished = False
         async for output in self._engine.generate(
             prompt, parsed.sampling, uuid.uuid4().hex, parsed.stream
         ):
@@ -116,14 +131,19 @@ class RequestHandler:
             prompt_tokens = len(output.prompt_token_ids or ())
             if not (output.finished or completion.text or completion.token_ids):
                 continue
-            response = triton_io.make_response(
+            finished = output.finished
+            self._responses.stream(
+                sender,
                 prefix + completion.text,
-                completion.finish_reason if output.finished else None,
+                completion.finish_reason if finished else None,
                 triton_io.Usage(prompt_tokens, generated),
+                final=finished,
             )
             prefix = ""
-            self._responses.send(sender, response, triton_io.FINAL if output.finished else 0)
         self._metrics.tokens(prompt_tokens, generated)
+        if not finished:  # never leave a stream without its final flag
+            self._responses.finish(sender)
+        self._metrics.finished("completed")
 
     @staticmethod
     def _echoes_prompt(parsed: ParsedRequest) -> bool:
@@ -131,22 +151,27 @@ class RequestHandler:
         prompt unless exclude_input_in_output is set."""
         return parsed.kind is PromptKind.TEXT and not parsed.stream and not parsed.exclude_input_in_output
 
-    def _error_response(self, exc: BaseException) -> Any:
+    def _fail(self, sender: Any, exc: BaseException) -> None:
         if isinstance(exc, EngineUnavailable) or is_engine_dead(exc):
-            return triton_io.unavailable(f"the vLLM engine is unavailable: {exc}")
-        if is_client_error(exc):
+            self._supervisor.report_failure()
+            message = f"the vLLM engine is unavailable: {exc or 'engine core died'}"
+            self._finish(sender, triton_io.unavailable(message), "unavailable")
+        elif is_client_error(exc):
             self._metrics.rejection("engine_validation")
-            return triton_io.invalid_argument(str(exc))
-        return triton_io.internal_error(f"generation failed: {type(exc).__name__}: {exc}")
+            self._finish(sender, triton_io.invalid_argument(str(exc)), "rejected")
+        else:
+            message = f"generation failed: {type(exc).__name__}: {exc}"
+            self._finish(sender, triton_io.internal_error(message), "failed")
 
-    def _finish(self, sender: Any, response: Any | None) -> None:
-        self._responses.send(sender, response, triton_io.FINAL)
+    def _finish(self, sender: Any, error: Any | None, outcome: str) -> None:
+        self._responses.finish(sender, error)
+        self._metrics.finished(outcome)
 
     async def shutdown(self) -> None:
         for task in list(self._inflight):
             task.cancel()
         await asyncio.gather(*self._inflight, return_exceptions=True)
-        if self._watcher is not None:
-            self._watcher.cancel()
+        self._stopped.set()
+        self._watcher.join(timeout=5)
         self._decoders.shutdown(wait=False, cancel_futures=True)
         self._responses.close()

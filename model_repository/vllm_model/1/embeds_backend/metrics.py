@@ -17,6 +17,11 @@ class ModelMetrics:
         self._rejections = pb_utils.MetricFamily(
             "embeds_rejections_total", "Requests rejected before the engine, by rule", counter
         )
+        self._outcomes = pb_utils.MetricFamily(
+            "embeds_requests_finished_total",
+            "Requests that received their final response, by outcome",
+            counter,
+        )
         # Families must outlive their metrics, so each is kept on self.
         self._families = [
             pb_utils.MetricFamily(
@@ -33,20 +38,46 @@ class ModelMetrics:
                 "Requests the vLLM engine holds (queued or running)",
                 pb_utils.MetricFamily.GAUGE,
             ),
+            pb_utils.MetricFamily(
+                "embeds_engine_ready",
+                "1 while the vLLM engine serves, 0 while it is down or restarting",
+                pb_utils.MetricFamily.GAUGE,
+            ),
+            pb_utils.MetricFamily(
+                "embeds_engine_restarts_total", "Engine restarts after a failure", counter
+            ),
+            pb_utils.MetricFamily(
+                "embeds_engine_recovery_seconds",
+                "Seconds the last engine restart took, from failure to serving",
+                pb_utils.MetricFamily.GAUGE,
+            ),
         ]
-        prompt, generated, ttft, unfinished = self._families
+        prompt, generated, ttft, unfinished, ready, restarts, recovery = self._families
         self._prompt_tokens = prompt.Metric(labels=self._labels)
         self._generated_tokens = generated.Metric(labels=self._labels)
         self._ttft = ttft.Metric(labels=self._labels, buckets=_TTFT_BUCKETS)
         self._unfinished = unfinished.Metric(labels=self._labels)
+        self._ready = ready.Metric(labels=self._labels)
+        self._restarts = restarts.Metric(labels=self._labels)
+        self._recovery = recovery.Metric(labels=self._labels)
         self._by_kind: dict[str, object] = {}
         self._by_rule: dict[str, object] = {}
+        self._by_outcome: dict[str, object] = {}
 
     def request(self, kind: str) -> None:
         self._labelled(self._requests, self._by_kind, "kind", kind).increment(1)
 
     def rejection(self, rule: str) -> None:
         self._labelled(self._rejections, self._by_rule, "rule", rule).increment(1)
+
+    def finished(self, outcome: str) -> None:
+        self._labelled(self._outcomes, self._by_outcome, "outcome", outcome).increment(1)
+
+    def engine_state(self, ready: bool, recovery_seconds: float | None = None) -> None:
+        self._ready.set(1 if ready else 0)
+        if recovery_seconds is not None:
+            self._restarts.increment(1)
+            self._recovery.set(recovery_seconds)
 
     def tokens(self, prompt: int, generated: int) -> None:
         self._prompt_tokens.increment(prompt)
@@ -67,8 +98,10 @@ class ModelMetrics:
     def close(self) -> None:
         """Release metrics, then families, while Triton's shared memory still
         exists: left to interpreter exit, their destructors crash the stub."""
-        for name in ("_prompt_tokens", "_generated_tokens", "_ttft", "_unfinished"):
+        for name in ("_prompt_tokens", "_generated_tokens", "_ttft", "_unfinished",
+                     "_ready", "_restarts", "_recovery"):
             setattr(self, name, None)
         self._by_kind.clear()
         self._by_rule.clear()
+        self._by_outcome.clear()
         self._families.clear()

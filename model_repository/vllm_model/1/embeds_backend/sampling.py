@@ -86,16 +86,31 @@ _CONVERTERS: dict[str, Callable[[Any], Any]] = {
 }
 ALLOWED_KEYS = tuple(sorted(_CONVERTERS))
 DEFAULT_MAX_TOKENS = 16
+# Bounds on what a client can make the engine carry per request: vLLM checks
+# every stop string against each new token, so an unbounded list is a cheap
+# way to slow every other request down.
+MAX_SAMPLING_JSON_BYTES = 64 * 1024
+MAX_STOP_STRINGS = 64
+MAX_STOP_STRING_CHARS = 1024
+MAX_STOP_TOKEN_IDS = 1024
 
 
 def parse_sampling_parameters(text: str | None) -> dict[str, Any]:
     """Return validated keyword arguments for vllm.SamplingParams."""
     if text is None or not text.strip():
         return {"max_tokens": DEFAULT_MAX_TOKENS}
+    if len(text) > MAX_SAMPLING_JSON_BYTES:
+        raise RequestRejected(
+            "bad_sampling",
+            f"sampling_parameters is {len(text)} characters long, above the limit of "
+            f"{MAX_SAMPLING_JSON_BYTES}",
+        )
     try:
         raw = json.loads(text)
-    except json.JSONDecodeError as exc:
+    except ValueError as exc:  # JSONDecodeError, or an integer of over 4300 digits
         raise RequestRejected("bad_sampling", f"sampling_parameters is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise RequestRejected("bad_sampling", "sampling_parameters is nested too deeply") from None
     if not isinstance(raw, dict):
         raise RequestRejected(
             "bad_sampling", f"sampling_parameters must be a JSON object, got {type(raw).__name__}"
@@ -141,9 +156,31 @@ def _check_ranges(params: dict[str, Any]) -> None:
             raise RequestRejected(
                 "bad_sampling", f"sampling parameter {key}={params[key]!r} {requirement}"
             )
+    _check_lists(params)
     if params.get("min_tokens", 0) > params["max_tokens"]:
         raise RequestRejected(
             "bad_sampling",
             f"sampling parameter min_tokens={params['min_tokens']} exceeds "
             f"max_tokens={params['max_tokens']}",
+        )
+
+
+def _check_lists(params: dict[str, Any]) -> None:
+    stop = params.get("stop", [])
+    if len(stop) > MAX_STOP_STRINGS:
+        raise RequestRejected(
+            "bad_sampling", f"sampling parameter stop has {len(stop)} strings; at most {MAX_STOP_STRINGS}"
+        )
+    longest = max((len(s) for s in stop), default=0)
+    if longest > MAX_STOP_STRING_CHARS:
+        raise RequestRejected(
+            "bad_sampling",
+            f"sampling parameter stop has a string of {longest} characters; at most "
+            f"{MAX_STOP_STRING_CHARS}",
+        )
+    ids = params.get("stop_token_ids", [])
+    if len(ids) > MAX_STOP_TOKEN_IDS:
+        raise RequestRejected(
+            "bad_sampling",
+            f"sampling parameter stop_token_ids has {len(ids)} entries; at most {MAX_STOP_TOKEN_IDS}",
         )

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -89,30 +89,79 @@ def internal_error(message: str) -> Any:
     )
 
 
+@dataclass
+class _Outbox:
+    """What is waiting to be sent to one request's client."""
+
+    sender: Any
+    text: list[str] = field(default_factory=list)
+    finish_reason: str | None = None
+    usage: Usage | None = None
+    has_data: bool = False
+    final: bool = False
+    error: Any | None = None
+
+
 class ResponseSender:
     """Sends responses from one dedicated thread. `send` blocks on IPC with
     the Triton process; doing it on the event loop would stall every stream
-    the engine is producing. One thread keeps each request's order."""
+    the engine is producing.
+
+    Deltas are coalesced per request: while a request's previous response is
+    still waiting to go, new text joins it instead of queueing behind every
+    other stream's backlog. The queue therefore never holds more than one
+    entry per request, a slow IPC turns into fewer, larger responses rather
+    than growing latency, and a client's first token is never stuck behind
+    thousands of other tokens."""
 
     def __init__(self) -> None:
-        self._queue: queue.SimpleQueue[tuple[Any, Any, int] | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[int | None] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._outboxes: dict[int, _Outbox] = {}
         self._thread = threading.Thread(target=self._run, name="response-sender", daemon=True)
         self._thread.start()
 
-    def send(self, sender: Any, response: Any | None, flags: int = 0) -> None:
-        self._queue.put((sender, response, flags))
+    def stream(self, sender: Any, text: str, finish_reason: str | None, usage: Usage, final: bool) -> None:
+        with self._lock:
+            box = self._outbox(sender)
+            box.text.append(text)
+            box.usage, box.has_data = usage, True
+            box.finish_reason = finish_reason or box.finish_reason
+            box.final = box.final or final
+
+    def finish(self, sender: Any, error: Any | None = None) -> None:
+        """End the request: with an error response, or with the final flag alone."""
+        with self._lock:
+            box = self._outbox(sender)
+            box.error, box.final = error, True
+
+    def _outbox(self, sender: Any) -> _Outbox:
+        box = self._outboxes.get(id(sender))
+        if box is None:
+            box = self._outboxes[id(sender)] = _Outbox(sender)
+            self._queue.put(id(sender))
+        return box
 
     def _run(self) -> None:
-        while (item := self._queue.get()) is not None:
-            sender, response, flags = item
+        while (key := self._queue.get()) is not None:
+            with self._lock:
+                box = self._outboxes.pop(key)
             try:
-                if response is None:
-                    sender.send(flags=flags)
-                else:
-                    sender.send(response, flags=flags)
+                _deliver(box)
             except Exception as exc:  # a closed stream must not stop the others
                 pb_utils.Logger.log_warn(f"could not send a response: {exc}")
 
     def close(self) -> None:
         self._queue.put(None)
         self._thread.join(timeout=10)
+
+
+def _deliver(box: _Outbox) -> None:
+    data_is_final = box.final and box.error is None
+    if box.has_data:
+        response = make_response("".join(box.text), box.finish_reason, box.usage)
+        box.sender.send(response, flags=FINAL if data_is_final else 0)
+    if box.error is not None:
+        box.sender.send(box.error, flags=FINAL)
+    elif box.final and not box.has_data:
+        box.sender.send(flags=FINAL)
