@@ -43,7 +43,7 @@ class RequestHandler:
         )
         self._decoders = ThreadPoolExecutor(settings.decode_workers, "embeds-decode")
         self._responses = triton_io.ResponseSender()
-        self._inflight: dict[asyncio.Task, Any] = {}
+        self._inflight: dict[asyncio.Task, triton_io.ClientStream] = {}
         self._stopped = threading.Event()
         self._watcher = threading.Thread(
             target=self._watch_cancellations, name="cancel-watcher", daemon=True
@@ -60,10 +60,11 @@ class RequestHandler:
         if limit and len(self._inflight) >= limit:
             self._metrics.rejection("concurrency_limit")
             message = f"model is at its limit of {limit} concurrent requests; retry later"
-            self._finish(request.get_response_sender(), triton_io.unavailable(message), "unavailable")
+            self._finish(triton_io.ClientStream(request), triton_io.unavailable(message), "unavailable")
             return
-        task = self._loop.create_task(self._handle(request))
-        self._inflight[task] = request
+        stream = triton_io.ClientStream(request)
+        task = self._loop.create_task(self._handle(request, stream))
+        self._inflight[task] = stream
         task.add_done_callback(self._forget)
 
     def _forget(self, task: asyncio.Task) -> None:
@@ -78,20 +79,18 @@ class RequestHandler:
         loop they would stall every stream. The engine gauge is refreshed here
         too, so it is live while requests run."""
         while not self._stopped.wait(self._settings.cancel_poll_interval_s):
-            for task, request in list(self._inflight.items()):
-                if not task.done() and self._client_gone(request):
-                    self._loop.call_soon_threadsafe(task.cancel)
-            self._metrics.unfinished(self._engine.unfinished_requests())
+            try:
+                self._cancel_abandoned()
+                self._metrics.unfinished(self._engine.unfinished_requests())
+            except Exception as exc:  # noqa: BLE001 - the watcher must outlive any one failure
+                triton_io.warn(f"cancellation check failed: {type(exc).__name__}: {exc}")
 
-    @staticmethod
-    def _client_gone(request: Any) -> bool:
-        try:
-            return bool(request.is_cancelled())
-        except Exception:  # noqa: BLE001 - the request ended meanwhile
-            return False
+    def _cancel_abandoned(self) -> None:
+        for task, stream in list(self._inflight.items()):
+            if not task.done() and stream.is_cancelled():
+                self._loop.call_soon_threadsafe(task.cancel)
 
-    async def _handle(self, request: Any) -> None:
-        sender = request.get_response_sender()
+    async def _handle(self, request: Any, sender: triton_io.ClientStream) -> None:
         arrival = time.monotonic()
         try:
             parsed = parse_request(triton_io.read_inputs(request), self._engine.embeds_enabled)
@@ -163,7 +162,7 @@ class RequestHandler:
             message = f"generation failed: {type(exc).__name__}: {exc}"
             self._finish(sender, triton_io.internal_error(message), "failed")
 
-    def _finish(self, sender: Any, error: Any | None, outcome: str) -> None:
+    def _finish(self, sender: triton_io.ClientStream, error: Any | None, outcome: str) -> None:
         self._responses.finish(sender, error)
         self._metrics.finished(outcome)
 

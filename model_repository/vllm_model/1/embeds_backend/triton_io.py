@@ -89,11 +89,42 @@ def internal_error(message: str) -> Any:
     )
 
 
+def warn(message: str) -> None:
+    pb_utils.Logger.log_warn(message)
+
+
+class ClientStream:
+    """One request's way back to its client. Triton frees a request once its
+    final response is sent, after which asking whether it was cancelled
+    crashes tritonserver; the lock keeps the cancellation check and the final
+    send apart, whichever thread each runs on."""
+
+    def __init__(self, request: Any) -> None:
+        self._request = request
+        self._sender = request.get_response_sender()
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def is_cancelled(self) -> bool:
+        with self._lock:
+            return not self._closed and bool(self._request.is_cancelled())
+
+    def send(self, response: Any | None = None, flags: int = 0) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = bool(flags & FINAL)
+            if response is None:
+                self._sender.send(flags=flags)
+            else:
+                self._sender.send(response, flags=flags)
+
+
 @dataclass
 class _Outbox:
     """What is waiting to be sent to one request's client."""
 
-    sender: Any
+    stream: ClientStream
     text: list[str] = field(default_factory=list)
     finish_reason: str | None = None
     usage: Usage | None = None
@@ -121,25 +152,26 @@ class ResponseSender:
         self._thread = threading.Thread(target=self._run, name="response-sender", daemon=True)
         self._thread.start()
 
-    def stream(self, sender: Any, text: str, finish_reason: str | None, usage: Usage, final: bool) -> None:
+    def stream(self, stream: ClientStream, text: str, finish_reason: str | None, usage: Usage,
+               final: bool) -> None:
         with self._lock:
-            box = self._outbox(sender)
+            box = self._outbox(stream)
             box.text.append(text)
             box.usage, box.has_data = usage, True
             box.finish_reason = finish_reason or box.finish_reason
             box.final = box.final or final
 
-    def finish(self, sender: Any, error: Any | None = None) -> None:
+    def finish(self, stream: ClientStream, error: Any | None = None) -> None:
         """End the request: with an error response, or with the final flag alone."""
         with self._lock:
-            box = self._outbox(sender)
+            box = self._outbox(stream)
             box.error, box.final = error, True
 
-    def _outbox(self, sender: Any) -> _Outbox:
-        box = self._outboxes.get(id(sender))
+    def _outbox(self, stream: ClientStream) -> _Outbox:
+        box = self._outboxes.get(id(stream))
         if box is None:
-            box = self._outboxes[id(sender)] = _Outbox(sender)
-            self._queue.put(id(sender))
+            box = self._outboxes[id(stream)] = _Outbox(stream)
+            self._queue.put(id(stream))
         return box
 
     def _run(self) -> None:
@@ -149,7 +181,7 @@ class ResponseSender:
             try:
                 _deliver(box)
             except Exception as exc:  # a closed stream must not stop the others
-                pb_utils.Logger.log_warn(f"could not send a response: {exc}")
+                warn(f"could not send a response: {exc}")
 
     def close(self) -> None:
         self._queue.put(None)
@@ -160,8 +192,8 @@ def _deliver(box: _Outbox) -> None:
     data_is_final = box.final and box.error is None
     if box.has_data:
         response = make_response("".join(box.text), box.finish_reason, box.usage)
-        box.sender.send(response, flags=FINAL if data_is_final else 0)
+        box.stream.send(response, flags=FINAL if data_is_final else 0)
     if box.error is not None:
-        box.sender.send(box.error, flags=FINAL)
+        box.stream.send(box.error, flags=FINAL)
     elif box.final and not box.has_data:
-        box.sender.send(flags=FINAL)
+        box.stream.send(flags=FINAL)
