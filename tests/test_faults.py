@@ -19,7 +19,8 @@ from triton_helpers import GREEDY, StreamCall, grpc_infer, make_inputs, metric_v
 HIDDEN = 128
 LIMITED_CONTEXT = 64
 LIMITED_BYTES = 8192
-LONG_STREAM = {"max_tokens": 400, "ignore_eos": True, "temperature": 0}
+# Long enough that the engine is still generating when the test kills it.
+LONG_STREAM = {"max_tokens": LONG_CONTEXT - 64, "ignore_eos": True, "temperature": 0}
 
 
 @pytest.fixture(scope="module")
