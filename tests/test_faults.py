@@ -86,7 +86,9 @@ def test_engine_death_fails_fast_then_recovers_in_place(fault_server):
     assert len(engines) == 1, [_title(p) for p in engines]
 
     running = StreamCall(grpc_url, "tiny_faults", make_inputs(text="hello", stream=True, sampling=LONG_STREAM))
-    running.wait_first()
+    # Kill as soon as the engine holds the request (the client may read its
+    # first token later than the engine produces its last).
+    assert wait_for_metric(metrics, "embeds_engine_unfinished_requests", 1, 30, model="tiny_faults") == 1
     killed_at = time.monotonic()
     os.kill(engines[0].pid, signal.SIGKILL)
     failed = running.result(timeout_s=30)
