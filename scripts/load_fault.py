@@ -42,6 +42,8 @@ from triton_embeds import AsyncClient, BadRequestError  # noqa: E402
 
 KINDS = ("text", "embeds_tensor", "embeds_base64")
 FATES = ("complete", "cancel", "invalid")
+# Streams per HTTP/2 connection: a pool of clients, as a real fleet would have.
+STREAMS_PER_CONNECTION = 32
 # Settle times: how long the server gets to account for cancelled streams.
 SETTLE_TIMEOUT_S = 60.0
 THREAD_TOLERANCE = 2
@@ -205,8 +207,17 @@ async def doomed_child(grpc_url: str, model: str, hidden: int, streams: int, see
         stream = await client.completions.create(model=model, stream=True, **args)
         await stream.__anext__()
         opened.append(stream)
+    # Keep reading, as a live client does: a client that stops reading leaves
+    # the server buffering its stream, which is a different fault.
+    drains = [asyncio.create_task(drain(stream)) for stream in opened]
     print(f"STREAMING {len(opened)}", flush=True)
+    await asyncio.gather(*drains)
     await asyncio.sleep(3600)
+
+
+async def drain(stream) -> None:
+    async for _chunk in stream:
+        pass
 
 
 # -- server state ------------------------------------------------------------------
@@ -265,7 +276,7 @@ async def run_wave(grpc_url: str, model: str, hidden: int, plan: LoadPlan, tally
     rng = np.random.default_rng(plan.seed)
     assignments, killed_target = assign_fates(plan)
     children = start_doomed_clients(grpc_url, model, hidden, killed_target, plan)
-    pool = ClientPool(grpc_url, per_transport=max(1, len(assignments) // 128))
+    pool = ClientPool(grpc_url, per_transport=max(1, len(assignments) // STREAMS_PER_CONNECTION))
     jobs = []
     for kind, fate in assignments:
         tally.sent[fate] += 1
