@@ -4,6 +4,7 @@ vLLM engine arguments every path shares."""
 from __future__ import annotations
 
 import argparse
+import json
 import os
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -139,6 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--stream", action=argparse.BooleanOptionalAction, default=True,
                         help="streamed responses (needed for TTFT)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--engine-arg", action="append", default=[], metavar="KEY=VALUE",
+                        help="one more vLLM engine argument for every path, e.g. stream_interval=4 "
+                             "(VALUE is read as JSON when it parses, else kept as a string); repeatable")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmark-results")
     return parser
 
@@ -166,7 +170,21 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
         paths=paths,
         client_processes=args.client_processes or auto_client_processes(workload.concurrency),
         out_dir=args.out,
+        extra_engine_args=parse_engine_args(args.engine_arg),
     )
+
+
+def parse_engine_args(pairs: list[str]) -> dict[str, Any]:
+    parsed: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--engine-arg takes KEY=VALUE, got {pair!r}")
+        try:
+            parsed[key] = json.loads(value)
+        except json.JSONDecodeError:
+            parsed[key] = value
+    return parsed
 
 
 def _workload(base: Workload, args: argparse.Namespace) -> Workload:
