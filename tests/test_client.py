@@ -8,6 +8,7 @@ import base64
 import io
 import socket
 import time
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -200,18 +201,25 @@ def test_stream_include_usage_ends_with_a_usage_chunk(client):
 
 # -- cancellation --------------------------------------------------------------
 
-def engine_unfinished(client: te.Client, metrics_url: str) -> float:
-    """smollm2's unfinished engine requests. The gauge is refreshed when a
-    request ends, so end a one-token request first, then read it."""
-    client.completions.create(model="smollm2", prompt="Hi", max_tokens=1)
+def engine_unfinished(metrics_url: str) -> float:
+    """smollm2's unfinished engine requests: a gauge the model refreshes
+    every cancellation poll (50 ms), so it may lag a request by that much."""
     return metric_value(metrics_url, "embeds_engine_unfinished_requests", model="smollm2")
 
 
-def wait_until_idle(client: te.Client, metrics_url: str, timeout_s: float = 10) -> float:
+def wait_for_unfinished(metrics_url: str, done: Callable[[float], bool], timeout_s: float = 10) -> float:
     deadline = time.monotonic() + timeout_s
-    while (value := engine_unfinished(client, metrics_url)) != 0 and time.monotonic() < deadline:
-        time.sleep(0.2)
+    while not done(value := engine_unfinished(metrics_url)) and time.monotonic() < deadline:
+        time.sleep(0.05)
     return value
+
+
+def wait_until_running(metrics_url: str) -> float:
+    return wait_for_unfinished(metrics_url, lambda value: value >= 1)
+
+
+def wait_until_idle(metrics_url: str) -> float:
+    return wait_for_unfinished(metrics_url, lambda value: value == 0)
 
 
 def generated_tokens(metrics_url: str) -> float:
@@ -222,9 +230,9 @@ def test_closing_a_stream_cancels_the_request(client, metrics_url):
     before = generated_tokens(metrics_url)
     stream = client.completions.create(model="smollm2", prompt="Tell me a story.", stream=True, **LONG)
     assert next(stream).choices[0].index == 0
-    assert engine_unfinished(client, metrics_url) >= 1
+    assert wait_until_running(metrics_url) >= 1
     stream.close()
-    assert wait_until_idle(client, metrics_url) == 0
+    assert wait_until_idle(metrics_url) == 0
     assert generated_tokens(metrics_url) - before < LONG["max_tokens"]
 
 
@@ -232,7 +240,7 @@ def test_breaking_out_of_a_stream_cancels_the_request(client, metrics_url):
     for chunk in client.completions.create(model="smollm2", prompt="Tell me a story.", stream=True, **LONG):
         assert chunk.choices[0].index == 0
         break
-    assert wait_until_idle(client, metrics_url) == 0
+    assert wait_until_idle(metrics_url) == 0
 
 
 @pytest.mark.parametrize("stream", [False, True])
@@ -242,7 +250,7 @@ def test_timeout_cancels_the_request(client, metrics_url, stream):
         result = client.completions.create(model="smollm2", prompt="Hi", stream=stream, timeout=1.0, **LONG)
         list(result) if stream else None
     assert time.monotonic() - start < 8  # the whole generation would take ~100 s
-    assert wait_until_idle(client, metrics_url) == 0
+    assert wait_until_idle(metrics_url) == 0
 
 
 # -- errors --------------------------------------------------------------------
@@ -337,12 +345,12 @@ def test_async_stream_close_cancels_the_request(clients, protocol, grpc_url, htt
             stream = await client.completions.create(model="smollm2", prompt="Tell me a story.", stream=True, **LONG)
             async with stream:
                 first = await stream.__anext__()
-                running = await asyncio.to_thread(engine_unfinished, clients[protocol], metrics_url)
+                running = await asyncio.to_thread(wait_until_running, metrics_url)
             return first, running
 
     first, running = asyncio.run(scenario())
     assert first.choices[0].index == 0 and running >= 1
-    assert wait_until_idle(clients[protocol], metrics_url) == 0
+    assert wait_until_idle(metrics_url) == 0
 
 
 def test_async_errors_are_the_same_classes(protocol, grpc_url, http_url):
