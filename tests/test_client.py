@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import SMOLLM2_DIR
-from triton_helpers import grpc_infer, make_inputs, metric_value
+from triton_helpers import grpc_infer, make_inputs, metric_value, wait_for_metric
 
 import triton_embeds as te
 from triton_embeds.cli import main as cli_main
@@ -201,17 +201,10 @@ def test_stream_include_usage_ends_with_a_usage_chunk(client):
 
 # -- cancellation --------------------------------------------------------------
 
-def engine_unfinished(metrics_url: str) -> float:
+def wait_for_unfinished(metrics_url: str, done: Callable[[float], bool]) -> float:
     """smollm2's unfinished engine requests: a gauge the model refreshes
     every cancellation poll (50 ms), so it may lag a request by that much."""
-    return metric_value(metrics_url, "embeds_engine_unfinished_requests", model="smollm2")
-
-
-def wait_for_unfinished(metrics_url: str, done: Callable[[float], bool], timeout_s: float = 10) -> float:
-    deadline = time.monotonic() + timeout_s
-    while not done(value := engine_unfinished(metrics_url)) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return value
+    return wait_for_metric(metrics_url, "embeds_engine_unfinished_requests", done, 10, model="smollm2")
 
 
 def wait_until_running(metrics_url: str) -> float:

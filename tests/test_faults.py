@@ -14,7 +14,7 @@ import pytest
 from conftest import start_server, tiny_args, write_model
 from embeds_payloads import bf16_exact
 from load_fault import LONG_CONTEXT, LoadPlan, print_report, run_load_fault
-from triton_helpers import GREEDY, StreamCall, grpc_infer, make_inputs, metric_value, torch_b64
+from triton_helpers import GREEDY, StreamCall, grpc_infer, make_inputs, metric_value, torch_b64, wait_for_metric
 
 HIDDEN = 128
 LIMITED_CONTEXT = 64
@@ -54,15 +54,6 @@ def _title(process: psutil.Process) -> str:
         return ""
 
 
-def wait_for_metric(metrics_url: str, name: str, value: float, timeout_s: float, **labels) -> float:
-    deadline = time.monotonic() + timeout_s
-    seen = metric_value(metrics_url, name, **labels)
-    while seen != value and time.monotonic() < deadline:
-        time.sleep(0.1)
-        seen = metric_value(metrics_url, name, **labels)
-    return seen
-
-
 def test_load_with_cancellations_invalid_requests_and_killed_clients(fault_server):
     """A small version of scripts/load_fault.py: nothing lost, nothing leaked."""
     plan = LoadPlan(streams=64, max_tokens=16, kill_processes=2)
@@ -88,7 +79,8 @@ def test_engine_death_fails_fast_then_recovers_in_place(fault_server):
     running = StreamCall(grpc_url, "tiny_faults", make_inputs(text="hello", stream=True, sampling=LONG_STREAM))
     # Kill as soon as the engine holds the request (the client may read its
     # first token later than the engine produces its last).
-    assert wait_for_metric(metrics, "embeds_engine_unfinished_requests", 1, 30, model="tiny_faults") == 1
+    held = wait_for_metric(metrics, "embeds_engine_unfinished_requests", lambda v: v == 1, 30, model="tiny_faults")
+    assert held == 1
     killed_at = time.monotonic()
     os.kill(engines[0].pid, signal.SIGKILL)
     failed = running.result(timeout_s=30)
@@ -96,7 +88,7 @@ def test_engine_death_fails_fast_then_recovers_in_place(fault_server):
     running.close()
     assert failed.error is not None and "engine" in failed.error, failed
     assert failed.final_flags == 1
-    assert wait_for_metric(metrics, "embeds_engine_ready", 0, 10, model="tiny_faults") == 0
+    assert wait_for_metric(metrics, "embeds_engine_ready", lambda v: v == 0, 10, model="tiny_faults") == 0
 
     during = grpc_infer(grpc_url, "tiny_faults", request)
     assert during.error is not None and "unavailable" in during.error, during

@@ -6,7 +6,9 @@ import base64
 import io
 import json
 import queue
+import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -187,3 +189,13 @@ def metric_value(metrics_url: str, name: str, **labels: str) -> float:
         if all(f'{key}="{value}"' in line for key, value in labels.items()):
             total += float(line.rsplit(" ", 1)[1])
     return total
+
+
+def wait_for_metric(
+    metrics_url: str, name: str, done: Callable[[float], bool], timeout_s: float, **labels: str
+) -> float:
+    """Poll a metric until `done(value)` or the timeout; returns the last value seen."""
+    deadline = time.monotonic() + timeout_s
+    while not done(value := metric_value(metrics_url, name, **labels)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return value
