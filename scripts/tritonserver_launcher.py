@@ -78,6 +78,24 @@ def server_environment(extra: dict[str, str] | None = None) -> dict[str, str]:
 SERVER_DEFAULT_ARGS = ("--grpc-http2-max-ping-strikes=0",)
 
 
+def own_process_group() -> dict[str, object]:
+    """Popen options for a server that can be killed as one process group
+    but stays in the caller's session.
+
+    Linux autogroup scheduling (on by default in most distributions) gives
+    each session one share of the CPU. vLLM's CPU engine spin-waits between
+    its engine-core and worker processes, and a server started in a session
+    of its own (setsid) then starved processes in the caller's session: on a
+    2-core host, clients waited on the run queue for a whole generation, so
+    streamed first tokens arrived ~2 s late. Staying in the caller's session
+    puts server and clients under one share, as when a user starts both
+    from one shell.
+    """
+    if sys.version_info >= (3, 11):
+        return {"process_group": 0}
+    return {"preexec_fn": os.setpgrp}
+
+
 @dataclass
 class TritonServer:
     """A tritonserver child process in its own process group."""
@@ -118,7 +136,7 @@ class TritonServer:
             env=server_environment(self.env),
             stdout=out,
             stderr=subprocess.STDOUT if out else None,
-            start_new_session=True,  # one group: stub and engine processes die with it
+            **own_process_group(),  # stub and engine processes die with it
         )
 
     def is_ready(self) -> bool:

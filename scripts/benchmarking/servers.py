@@ -21,7 +21,8 @@ from typing import Any, Iterator
 from .settings import ROOT, SERVED_NAME
 
 sys.path.insert(0, str(ROOT / "scripts"))
-from tritonserver_launcher import Ports, TritonServer, free_port, kill_group, server_environment  # noqa: E402
+from tritonserver_launcher import (  # noqa: E402
+    Ports, TritonServer, free_port, kill_group, own_process_group, server_environment)
 
 SHIPPED_MODEL = ROOT / "model_repository" / "vllm_model"
 _READY_TIMEOUT_S = 900
@@ -82,7 +83,7 @@ def vllm_serve(engine_args: dict[str, Any], work_dir: Path) -> Iterator[RunningS
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
         process = subprocess.Popen(vllm_serve_command(engine_args, port), env=server_environment(),
-                                   stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+                                   stdout=log, stderr=subprocess.STDOUT, **own_process_group())
     try:
         startup = _wait_healthy(process, f"http://127.0.0.1:{port}/health", log_path)
         url = f"127.0.0.1:{port}"
@@ -128,7 +129,7 @@ def run_engine_child(spec: dict[str, Any], work_dir: Path) -> dict[str, Any]:
     command = [sys.executable, "-m", "benchmarking.engine_run", str(spec_path), str(result_path)]
     with open(log_path, "ab") as log:
         process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                   start_new_session=True, cwd=ROOT)
+                                   cwd=ROOT, **own_process_group())
     try:
         code = process.wait()
     finally:
