@@ -9,6 +9,7 @@ here rather than left to the user's shell.
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -32,13 +33,40 @@ class Ports:
     @classmethod
     def free(cls) -> "Ports":
         """Three ports nothing listens on now, for servers beside others."""
-        return cls(http=free_port(), grpc=free_port(), metrics=free_port())
+        ports: list[int] = []
+        while len(ports) < 3:
+            if (port := free_port()) not in ports:
+                ports.append(port)
+        return cls(*ports)
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A port nothing listens on, below the kernel's ephemeral range.
+
+    A server binds its ports only after its models load (tens of seconds).
+    A port the kernel handed out (bind to 0) lies in the ephemeral range, from
+    which every outgoing connection and vLLM's own sockets draw meanwhile; one
+    test run lost its server to "Socket ... already in use" that way. Below the
+    range, only another listener choosing the same way can collide."""
+    low, high = _ephemeral_range()
+    candidates = list(range(max(1024, low - 12000), low))
+    random.shuffle(candidates)
+    for port in candidates:
+        with socket.socket() as sock:
+            try:
+                sock.bind(("0.0.0.0", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port below the ephemeral range {low}-{high}")
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999  # Linux's default
 
 
 def triton_home() -> Path:
