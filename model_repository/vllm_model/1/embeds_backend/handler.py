@@ -42,7 +42,7 @@ class RequestHandler:
             max_bytes=settings.max_embeds_bytes,
         )
         self._decoders = ThreadPoolExecutor(settings.decode_workers, "embeds-decode")
-        self._responses = triton_io.ResponseSender()
+        self._responses = triton_io.ResponseSender(before_final=metrics.publish)
         self._inflight: dict[asyncio.Task, triton_io.ClientStream] = {}
         self._stopped = threading.Event()
         self._watcher = threading.Thread(
@@ -76,12 +76,14 @@ class RequestHandler:
         output to fail on until it ends); cancelling the task makes vLLM abort
         the request. This runs in its own thread because is_cancelled() and
         metric updates are blocking IPC round trips to Triton: on the event
-        loop they would stall every stream. The engine gauge is refreshed here
-        too, so it is live while requests run."""
+        loop they would stall every stream. The engine gauge is refreshed and
+        recorded metrics are published here too, so both stay live while
+        requests run."""
         while not self._stopped.wait(self._settings.cancel_poll_interval_s):
             try:
                 self._cancel_abandoned()
                 self._metrics.unfinished(self._engine.unfinished_requests())
+                self._metrics.publish()
             except Exception as exc:  # noqa: BLE001 - the watcher must outlive any one failure
                 triton_io.warn(f"cancellation check failed: {type(exc).__name__}: {exc}")
 
@@ -131,6 +133,8 @@ class RequestHandler:
             if not (output.finished or completion.text or completion.token_ids):
                 continue
             finished = output.finished
+            if finished:  # before the final response, which publishes them
+                self._record_completion(prompt_tokens, generated)
             self._responses.stream(
                 sender,
                 prefix + completion.text,
@@ -139,9 +143,12 @@ class RequestHandler:
                 final=finished,
             )
             prefix = ""
-        self._metrics.tokens(prompt_tokens, generated)
         if not finished:  # never leave a stream without its final flag
+            self._record_completion(prompt_tokens, generated)
             self._responses.finish(sender)
+
+    def _record_completion(self, prompt_tokens: int, generated: int) -> None:
+        self._metrics.tokens(prompt_tokens, generated)
         self._metrics.finished("completed")
 
     @staticmethod
@@ -163,8 +170,8 @@ class RequestHandler:
             self._finish(sender, triton_io.internal_error(message), "failed")
 
     def _finish(self, sender: triton_io.ClientStream, error: Any | None, outcome: str) -> None:
+        self._metrics.finished(outcome)  # first: the final response publishes it
         self._responses.finish(sender, error)
-        self._metrics.finished(outcome)
 
     async def shutdown(self) -> None:
         for task in list(self._inflight):

@@ -1,6 +1,18 @@
-"""Triton custom metrics (Prometheus, served on Triton's metrics port)."""
+"""Triton custom metrics (Prometheus, served on Triton's metrics port).
+
+Every metric update is a blocking IPC round trip to the Triton process, a
+millisecond or more when the host is busy. Request-path updates are therefore
+only recorded here, merged (counter increments summed, a gauge's last value
+kept) and published later by `publish()`: from the response sender before a
+request's final response goes out, so a client that has its answer also sees
+its metrics, and from the cancellation watcher for the rest. Under load the
+model's event loop makes no IPC for metrics at all.
+"""
 
 from __future__ import annotations
+
+import threading
+from typing import Any
 
 import triton_python_backend_utils as pb_utils
 
@@ -63,31 +75,49 @@ class ModelMetrics:
         self._by_kind: dict[str, object] = {}
         self._by_rule: dict[str, object] = {}
         self._by_outcome: dict[str, object] = {}
+        self._pending = _PendingUpdates()
+        self._publishing = threading.Lock()
 
+    # -- request path: recorded now, published by publish() ---------------------
     def request(self, kind: str) -> None:
-        self._labelled(self._requests, self._by_kind, "kind", kind).increment(1)
+        self._pending.increment(self._labelled(self._requests, self._by_kind, "kind", kind), 1)
 
     def rejection(self, rule: str) -> None:
-        self._labelled(self._rejections, self._by_rule, "rule", rule).increment(1)
+        self._pending.increment(self._labelled(self._rejections, self._by_rule, "rule", rule), 1)
 
     def finished(self, outcome: str) -> None:
-        self._labelled(self._outcomes, self._by_outcome, "outcome", outcome).increment(1)
-
-    def engine_state(self, ready: bool, recovery_seconds: float | None = None) -> None:
-        self._ready.set(1 if ready else 0)
-        if recovery_seconds is not None:
-            self._restarts.increment(1)
-            self._recovery.set(recovery_seconds)
+        metric = self._labelled(self._outcomes, self._by_outcome, "outcome", outcome)
+        self._pending.increment(metric, 1)
 
     def tokens(self, prompt: int, generated: int) -> None:
-        self._prompt_tokens.increment(prompt)
-        self._generated_tokens.increment(generated)
+        self._pending.increment(self._prompt_tokens, prompt)
+        self._pending.increment(self._generated_tokens, generated)
 
     def time_to_first_token(self, seconds: float) -> None:
-        self._ttft.observe(seconds)
+        self._pending.observe(self._ttft, seconds)
 
     def unfinished(self, count: int) -> None:
-        self._unfinished.set(count)
+        self._pending.set(self._unfinished, count)
+
+    def publish(self) -> None:
+        """Apply what was recorded. The lock makes a caller wait for a publish
+        already under way, so whatever it recorded earlier is out on return."""
+        with self._publishing:
+            increments, observations, values = self._pending.take()
+            for metric, amount in increments.items():
+                metric.increment(amount)
+            for metric, value in observations:
+                metric.observe(value)
+            for metric, value in values.items():
+                metric.set(value)
+
+    # -- engine lifecycle: rare, applied at once ----------------------------------
+    def engine_state(self, ready: bool, recovery_seconds: float | None = None) -> None:
+        with self._publishing:
+            self._ready.set(1 if ready else 0)
+            if recovery_seconds is not None:
+                self._restarts.increment(1)
+                self._recovery.set(recovery_seconds)
 
     def _labelled(self, family, cache: dict, key: str, value: str):
         metric = cache.get(value)
@@ -98,6 +128,7 @@ class ModelMetrics:
     def close(self) -> None:
         """Release metrics, then families, while Triton's shared memory still
         exists: left to interpreter exit, their destructors crash the stub."""
+        self.publish()
         for name in ("_prompt_tokens", "_generated_tokens", "_ttft", "_unfinished",
                      "_ready", "_restarts", "_recovery"):
             setattr(self, name, None)
@@ -105,3 +136,31 @@ class ModelMetrics:
         self._by_rule.clear()
         self._by_outcome.clear()
         self._families.clear()
+
+
+class _PendingUpdates:
+    """Metric updates not yet sent to Triton, merged per metric."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._increments: dict[Any, float] = {}
+        self._observations: list[tuple[Any, float]] = []
+        self._values: dict[Any, float] = {}
+
+    def increment(self, metric: Any, amount: float) -> None:
+        with self._lock:
+            self._increments[metric] = self._increments.get(metric, 0) + amount
+
+    def observe(self, metric: Any, value: float) -> None:
+        with self._lock:
+            self._observations.append((metric, value))
+
+    def set(self, metric: Any, value: float) -> None:
+        with self._lock:
+            self._values[metric] = value
+
+    def take(self) -> tuple[dict[Any, float], list[tuple[Any, float]], dict[Any, float]]:
+        with self._lock:
+            taken = self._increments, self._observations, self._values
+            self._increments, self._observations, self._values = {}, [], {}
+        return taken

@@ -6,7 +6,7 @@ from __future__ import annotations
 import queue
 import threading
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -143,9 +143,13 @@ class ResponseSender:
     other stream's backlog. The queue therefore never holds more than one
     entry per request, a slow IPC turns into fewer, larger responses rather
     than growing latency, and a client's first token is never stuck behind
-    thousands of other tokens."""
+    thousands of other tokens.
 
-    def __init__(self) -> None:
+    `before_final` runs on this thread before each request's final response
+    (the model publishes its deferred metrics there)."""
+
+    def __init__(self, before_final: Callable[[], None] = lambda: None) -> None:
+        self._before_final = before_final
         self._queue: queue.SimpleQueue[int | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._outboxes: dict[int, _Outbox] = {}
@@ -179,6 +183,8 @@ class ResponseSender:
             with self._lock:
                 box = self._outboxes.pop(key)
             try:
+                if box.final:
+                    self._before_final()
                 _deliver(box)
             except Exception as exc:  # a closed stream must not stop the others
                 warn(f"could not send a response: {exc}")
