@@ -67,6 +67,7 @@ class Result:
     error: str | None = None
     error_status: str | None = None
     final_flags: int = 0
+    output_names: list[set[str]] = field(default_factory=list)  # per response with text
 
     @property
     def text(self) -> str:
@@ -135,7 +136,10 @@ def _collect(responses: queue.Queue, timeout_s: float, first: tuple | None = Non
         text = response.as_numpy("text_output")
         if text is not None:
             result.chunks.append(text[0].decode())
-            result.finish_reason = response.as_numpy("finish_reason")[0].decode()
+            result.output_names.append({output.name for output in response.get_response().outputs})
+        finish_reason = response.as_numpy("finish_reason")
+        if finish_reason is not None:  # streamed responses before the last carry only text
+            result.finish_reason = finish_reason[0].decode()
             result.prompt_tokens = int(response.as_numpy("num_input_tokens")[0])
             result.completion_tokens = int(response.as_numpy("num_output_tokens")[0])
         if response.get_response().parameters["triton_final_response"].bool_param:

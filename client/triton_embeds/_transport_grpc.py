@@ -168,10 +168,14 @@ def _parse_response(response: Any) -> tuple[Delta | None, bool]:
     text = result.as_numpy("text_output")
     if text is None:  # the flags-only final response
         return None, final
+    index, text = int(response.id or 0), text.reshape(-1)[0].decode("utf-8")
+    finish_reason = result.as_numpy("finish_reason")
+    if finish_reason is None:  # a streamed response before the last: text only
+        return Delta(index, text), final
     delta = Delta(
-        index=int(response.id or 0),
-        text=text.reshape(-1)[0].decode("utf-8"),
-        finish_reason=result.as_numpy("finish_reason").reshape(-1)[0].decode() or None,
+        index=index,
+        text=text,
+        finish_reason=finish_reason.reshape(-1)[0].decode() or None,
         prompt_tokens=int(result.as_numpy("num_input_tokens").reshape(-1)[0]),
         completion_tokens=int(result.as_numpy("num_output_tokens").reshape(-1)[0]),
     )

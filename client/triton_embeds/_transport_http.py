@@ -180,6 +180,10 @@ def _delta(index: int, event: dict[str, Any]) -> Delta:
         index=index,
         text=str(event.get("text_output", "")),
         finish_reason=event.get("finish_reason") or None,
-        prompt_tokens=int(event.get("num_input_tokens", 0)),
-        completion_tokens=int(event.get("num_output_tokens", 0)),
+        prompt_tokens=_optional_int(event.get("num_input_tokens")),
+        completion_tokens=_optional_int(event.get("num_output_tokens")),
     )
+
+
+def _optional_int(value: Any) -> int | None:
+    return None if value is None else int(value)

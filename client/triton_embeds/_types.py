@@ -48,13 +48,14 @@ class GenerateRequest:
 
 @dataclass(frozen=True)
 class Delta:
-    """One response of the model: new text, and cumulative token counts."""
+    """One response of the model: new text and, on a prompt's last response,
+    its finish reason and token counts (None on the streamed ones before)."""
 
     index: int
     text: str
-    finish_reason: str | None
-    prompt_tokens: int
-    completion_tokens: int
+    finish_reason: str | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
 
 
 @dataclass

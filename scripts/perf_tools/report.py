@@ -100,7 +100,7 @@ def read_csv(path: Path) -> dict[int, dict[str, str]]:
 
 
 def output_tokens(request: dict[str, Any]) -> int:
-    """Tokens generated: the model reports a running count in every response."""
+    """Tokens generated: the model reports the count in its last response."""
     counts = [int(r.get("num_output_tokens") or 0) for r in request.get("response_outputs", [])]
     return max(counts, default=0)
 

@@ -162,7 +162,8 @@ class _Builder:
 
     def _count(self, delta: Delta) -> None:
         """Token counts are cumulative per prompt: keep each prompt's latest."""
-        self._tokens[delta.index] = (delta.prompt_tokens, delta.completion_tokens)
+        if delta.prompt_tokens is not None and delta.completion_tokens is not None:
+            self._tokens[delta.index] = (delta.prompt_tokens, delta.completion_tokens)
 
     def usage(self) -> CompletionUsage:
         prompt = sum(tokens[0] for tokens in self._tokens.values())

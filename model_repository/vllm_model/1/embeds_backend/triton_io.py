@@ -57,9 +57,10 @@ class Usage:
 
 
 def make_response(text: str, finish_reason: str | None, usage: Usage) -> Any:
+    """A request's last response with data: the text and the request's totals."""
     return pb_utils.InferenceResponse(
         output_tensors=[
-            pb_utils.Tensor("text_output", np.array([text.encode("utf-8")], dtype=np.object_)),
+            _text_tensor(text),
             pb_utils.Tensor(
                 "finish_reason", np.array([(finish_reason or "").encode()], dtype=np.object_)
             ),
@@ -69,6 +70,18 @@ def make_response(text: str, finish_reason: str | None, usage: Usage) -> Any:
             ),
         ]
     )
+
+
+def make_text_response(text: str) -> Any:
+    """A streamed response before the last: new text only. Each output tensor
+    costs work in the stub, in tritonserver and in the client for every
+    response; finish reason and usage are only known, and only needed, at the
+    end (as in Triton's vLLM backend, which adds them only on request)."""
+    return pb_utils.InferenceResponse(output_tensors=[_text_tensor(text)])
+
+
+def _text_tensor(text: str) -> Any:
+    return pb_utils.Tensor("text_output", np.array([text.encode("utf-8")], dtype=np.object_))
 
 
 def invalid_argument(message: str) -> Any:
@@ -197,8 +210,12 @@ class ResponseSender:
 def _deliver(box: _Outbox) -> None:
     data_is_final = box.final and box.error is None
     if box.has_data:
-        response = make_response("".join(box.text), box.finish_reason, box.usage)
-        box.stream.send(response, flags=FINAL if data_is_final else 0)
+        text = "".join(box.text)
+        if box.final:
+            box.stream.send(make_response(text, box.finish_reason, box.usage),
+                            flags=FINAL if data_is_final else 0)
+        else:
+            box.stream.send(make_text_response(text))
     if box.error is not None:
         box.stream.send(box.error, flags=FINAL)
     elif box.final and not box.has_data:
