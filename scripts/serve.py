@@ -43,9 +43,9 @@ def main() -> None:
         ports=Ports(args.http_port, args.grpc_port, args.metrics_port),
         extra_args=args.extra,
     )
-    # tritonserver runs in its own session, so a terminal's Ctrl-C reaches
-    # only this process: it becomes KeyboardInterrupt, and stop() forwards it
-    # as SIGINT, waits for the models to unload and reaps anything left.
+    # tritonserver runs in its own process group, so a terminal's Ctrl-C
+    # reaches only this process: it becomes KeyboardInterrupt, and stop()
+    # forwards it as SIGINT, waits for the models to unload and reaps the group.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     server.start()
     try:
