@@ -49,9 +49,8 @@ def free_port() -> int:
     test run lost its server to "Socket ... already in use" that way. Below the
     range, only another listener choosing the same way can collide."""
     low, high = _ephemeral_range()
-    candidates = list(range(max(1024, low - 12000), low))
-    random.shuffle(candidates)
-    for port in candidates:
+    for _ in range(1000):
+        port = random.randrange(max(1024, low - 12000), low)
         with socket.socket() as sock:
             try:
                 sock.bind(("0.0.0.0", port))

@@ -10,6 +10,9 @@ import pytest
 from conftest import ROOT, SMOLLM2_DIR, start_server, tiny_args, write_model
 from triton_helpers import GREEDY, grpc_infer, http_generate, make_inputs
 
+# Outputs a streamed request gets only on its last response.
+LAST_RESPONSE_ONLY = {"finish_reason", "num_input_tokens", "num_output_tokens"}
+
 
 def test_server_and_models_ready(server):
     for model in ("tiny", "tiny_noembeds", "smollm2"):
@@ -27,17 +30,15 @@ def test_text_streams_a_response_per_step_over_grpc(grpc_url):
     assert result.completion_tokens == 8
     assert result.final_flags == 1
     # Text alone until the last response, which adds finish reason and usage.
-    usage = {"finish_reason", "num_input_tokens", "num_output_tokens"}
     assert all(names == {"text_output"} for names in result.output_names[:-1])
-    assert result.output_names[-1] == {"text_output"} | usage
+    assert result.output_names[-1] == {"text_output"} | LAST_RESPONSE_ONLY
 
 
 def test_text_streams_over_http_sse(http_url):
     body = {"text_input": "Hello world", "stream": True, "sampling_parameters": '{"temperature": 0, "max_tokens": 6}'}
     events = http_generate(http_url, "tiny", body, stream=True)
     assert 1 < len(events) <= 6
-    usage = {"finish_reason", "num_input_tokens", "num_output_tokens"}
-    assert all("text_output" in event and not usage & event.keys() for event in events[:-1])
+    assert all("text_output" in event and not LAST_RESPONSE_ONLY & event.keys() for event in events[:-1])
     assert events[-1]["finish_reason"] == "length"
     assert events[-1]["num_output_tokens"] == 6
 
