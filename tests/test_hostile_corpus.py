@@ -77,11 +77,12 @@ def test_hostile_payload_is_rejected_harmlessly(server, metrics_url, reference, 
 
 
 def test_corpus_leaves_processes_engines_and_memory_unchanged(server, metrics_url, reference):
-    """Two more passes of the whole corpus after a warm-up pass: same
+    """Two more passes of the whole corpus after two warm-up passes: same
     processes, no engine restart, flat memory. The per-case test above does
     not warm the allocators enough: the first two whole passes after it grew
     the server by ~106 MiB, the four passes after those by ~49 MiB together."""
-    send_corpus(server)
+    for _ in range(2):
+        send_corpus(server)
     rss_before = server_rss(server)
     for _ in range(2):
         send_corpus(server)
