@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import multiprocessing as mp
 import queue
+import threading
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -84,13 +85,27 @@ def run_clients(tasks: list[ClientTask],
     for process in processes:
         process.start()
     try:
-        barrier.wait(timeout=_SETUP_TIMEOUT_S)
+        _wait_for_clients(barrier, results)
         server_before = server_cpu()
         collected = [_next_result(results, processes) for _ in tasks]
         server_by_process = cpu_delta(server_before, server_cpu())
     finally:
         _reap(processes)
     return _merge(collected, server_by_process)
+
+
+def _wait_for_clients(barrier: Any, results: Any) -> None:
+    """Wait until every client has encoded its payloads and warmed up. A
+    client that fails first breaks the barrier and queues its traceback:
+    raise with that traceback rather than the barrier's empty error."""
+    try:
+        barrier.wait(timeout=_SETUP_TIMEOUT_S)
+    except threading.BrokenBarrierError:
+        try:
+            failed = results.get(timeout=10)
+        except queue.Empty:
+            raise RuntimeError("a client process broke the start barrier without reporting why") from None
+        raise RuntimeError(f"client process failed before the timed window:\n{failed.error}") from None
 
 
 def _next_result(results: Any, processes: list[Any]) -> ClientResult:

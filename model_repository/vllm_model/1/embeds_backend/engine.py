@@ -98,9 +98,17 @@ class EngineBridge:
 def is_client_error(exc: BaseException) -> bool:
     """vLLM's own input validation failures (e.g. a text prompt longer than
     the context): the request was bad, the engine is fine."""
-    from vllm.exceptions import VLLMClientError
+    return isinstance(exc, _client_error_types())
 
-    return isinstance(exc, (VLLMClientError, ValueError))
+
+def _client_error_types() -> tuple[type[BaseException], ...]:
+    # VLLMClientError arrived after 0.25; older releases raise ValueError
+    # subclasses (VLLMValidationError) for bad requests.
+    try:
+        from vllm.exceptions import VLLMClientError
+    except ImportError:
+        return (ValueError,)
+    return (VLLMClientError, ValueError)
 
 
 def is_engine_dead(exc: BaseException) -> bool:
