@@ -10,6 +10,7 @@ import torch
 from embeds_payloads import bf16_exact, sparse_out_of_range_payload
 from embeds_backend.embeds import (
     EmbedsLimits,
+    all_finite,
     decode_base64_embeds,
     decoded_size,
     validate_embeds,
@@ -42,6 +43,36 @@ def test_cast_to_engine_dtype_and_overflow_counts_as_non_finite():
     with pytest.raises(RequestRejected) as info:
         validate_embeds(tensor, half)
     assert info.value.rule == "not_finite"
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+def test_all_finite_finds_one_non_finite_value_in_any_dtype(dtype, bad):
+    tensor = torch.ones(64, 128, dtype=dtype)
+    assert all_finite(tensor)
+    tensor[63, 127] = bad
+    assert not all_finite(tensor)
+
+
+def test_all_finite_finds_opposite_infinities_whose_sum_is_nan():
+    tensor = torch.zeros(4, 128)
+    tensor[0, 0], tensor[3, 5] = float("inf"), float("-inf")
+    assert not all_finite(tensor)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_all_finite_accepts_finite_values_whose_sum_overflows(dtype):
+    """The one-pass sum overflows to inf here, yet every value is finite."""
+    tensor = torch.full((16, 128), 3e38, dtype=dtype)
+    assert torch.isinf(tensor.sum(dtype=torch.float32))
+    assert all_finite(tensor)
+    assert torch.equal(validate_embeds(tensor, EmbedsLimits(hidden_size=128, dtype=dtype)), tensor)
+
+
+def test_float16_values_whose_float16_sum_overflows_are_finite():
+    tensor = torch.full((16, 128), 60000.0, dtype=torch.float16)
+    assert torch.isinf(tensor.sum())
+    assert all_finite(tensor)
 
 
 def test_sparse_payloads_are_refused_before_loading_under_concurrency():
