@@ -104,7 +104,8 @@ def _wait_for_clients(barrier: Any, results: Any) -> None:
         try:
             failed = results.get(timeout=10)
         except queue.Empty:
-            raise RuntimeError("a client process broke the start barrier without reporting why") from None
+            raise RuntimeError(f"the clients were not all ready within {_SETUP_TIMEOUT_S} s, "
+                               "and none reported an error") from None
         raise RuntimeError(f"client process failed before the timed window:\n{failed.error}") from None
 
 
