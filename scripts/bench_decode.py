@@ -29,7 +29,9 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "model_repository" / "vllm_model" / "1"))
+sys.path.insert(0, str(ROOT / "scripts"))
 
+from benchmarking.stats import percentile  # noqa: E402
 from embeds_backend.embeds import EmbedsLimits  # noqa: E402
 from embeds_backend.prompts import build_embeds_prompt  # noqa: E402
 from embeds_backend.request_parsing import parse_request  # noqa: E402
@@ -94,7 +96,7 @@ class Timing:
 
     def row(self) -> str:
         times = self.times_ms
-        return (f"{statistics.median(times):.2f} | {percentile(times, 0.99):.2f} | "
+        return (f"{percentile(times, 50):.2f} | {percentile(times, 99):.2f} | "
                 f"{statistics.fmean(times):.2f} | {self.page_faults:.0f}")
 
 
@@ -108,11 +110,6 @@ def timed(work: Callable[[], Any], iterations: int) -> Timing:
         times.append((time.perf_counter() - start) * 1000)
     faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults_before
     return Timing(times, faults / iterations)
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def main() -> None:
