@@ -19,6 +19,6 @@ RUN pip install --no-cache-dir --no-deps . \
       > model_repository/vllm_model/1/model.json
 
 EXPOSE 8000 8001 8002
-# Ping strikes off: see SERVER_DEFAULT_ARGS in scripts/tritonserver_launcher.py.
+# Ping strikes off: see SERVER_DEFAULT_ARGS in tools/server/launcher.py.
 CMD ["tritonserver", "--model-repository=/opt/triton-prompt-embeds/model_repository", \
      "--grpc-http2-max-ping-strikes=0"]

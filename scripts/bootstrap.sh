@@ -10,7 +10,7 @@ STAMP="$VENV/.bootstrap-stamp"
 
 inputs_hash() {
   cat "$ROOT/pyproject.toml" "$ROOT/requirements/"*.txt "$ROOT/scripts/bootstrap.sh" \
-    "$ROOT/scripts/setup_triton.py" | sha256sum | cut -d' ' -f1
+    "$ROOT/tools/server/install.py" | sha256sum | cut -d' ' -f1
 }
 
 if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$(inputs_hash)" ]]; then
@@ -23,6 +23,6 @@ echo "[bootstrap] creating the environment in $VENV (a few minutes, once)"
 PIP=("$VENV/bin/python" -m pip --disable-pip-version-check)
 "${PIP[@]}" install -q --no-deps -r "$ROOT/requirements/no-deps.txt"
 "${PIP[@]}" install -q -c "$ROOT/requirements/constraints.txt" -e "$ROOT[serve-cpu,dev,bench]"
-"$VENV/bin/python" "$ROOT/scripts/setup_triton.py"
+(cd "$ROOT" && "$VENV/bin/python" -m tools.server.install)
 inputs_hash >"$STAMP"
 echo "[bootstrap] done in $(( $(date +%s) - start )) s ($(du -sh "$VENV" | cut -f1) in .venv)"

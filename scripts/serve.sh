@@ -6,7 +6,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 bash scripts/bootstrap.sh
-.venv/bin/python scripts/prepare_smollm2.py --out models/SmolLM2-135M-Instruct
-exec .venv/bin/python scripts/serve.py --model-repository model_repository \
+.venv/bin/python -m tools.models.smollm2
+exec .venv/bin/python -m tools.server.serve --model-repository model_repository \
   --http-port "${HTTP_PORT:-8000}" --grpc-port "${GRPC_PORT:-8001}" \
   --metrics-port "${METRICS_PORT:-8002}" -- "$@"

@@ -6,7 +6,7 @@ import weakref
 from typing import Any, Literal
 
 from ._concurrency import LoopThread
-from ._requests import EmbedsTransport
+from ._transport import Connection, EmbedsTransport, Transport
 from ._transport_grpc import GrpcTransport
 from ._transport_http import HttpTransport
 from .resources import AsyncCompletions, AsyncModels, Completions, Models
@@ -36,23 +36,23 @@ class AsyncClient:
     ) -> None:
         self.protocol: Protocol = _protocol(url, protocol)
         self.url = url or DEFAULT_URLS[self.protocol]
-        self.timeout = timeout
-        self.embeds_transport: EmbedsTransport = _embeds_transport(self.protocol, transport)
-        self._transport = (
+        wire: Transport = (
             GrpcTransport(self.url, timeout) if self.protocol == "grpc" else HttpTransport(self.url, timeout)
         )
-        self._inputs: dict[str, frozenset[str]] = {}
-        self.completions = AsyncCompletions(self)
-        self.models = AsyncModels(self)
+        self._connection = Connection(wire, _embeds_transport(self.protocol, transport), timeout)
+        self.completions = AsyncCompletions(self._connection)
+        self.models = AsyncModels(self._connection)
 
-    async def _model_inputs(self, model: str) -> frozenset[str]:
-        """The model's input names, read once: they pick the embeddings dtype."""
-        if model not in self._inputs:
-            self._inputs[model] = await self._transport.model_inputs(model)
-        return self._inputs[model]
+    @property
+    def timeout(self) -> float | None:
+        return self._connection.timeout
+
+    @property
+    def embeds_transport(self) -> EmbedsTransport:
+        return self._connection.embeds_transport
 
     async def close(self) -> None:
-        await self._transport.close()
+        await self._connection.transport.close()
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -79,8 +79,8 @@ class Client:
         # Closes connections and stops the thread when the client is closed,
         # garbage collected, or the interpreter exits, whichever comes first.
         self._finalizer = weakref.finalize(self, _shut_down, self._loop, self._async)
-        self.completions = Completions(self)
-        self.models = Models(self)
+        self.completions = Completions(self._async.completions, self._loop, owner=self)
+        self.models = Models(self._async.models, self._loop)
 
     @property
     def url(self) -> str:
@@ -118,7 +118,7 @@ def _protocol(url: str | None, protocol: str | None) -> Protocol:
         protocol = "http" if scheme in ("http", "https") else "grpc"
     if protocol not in ("grpc", "http"):
         raise ValueError(f'protocol must be "grpc" or "http", got {protocol!r}')
-    return protocol  # type: ignore[return-value]
+    return "http" if protocol == "http" else "grpc"
 
 
 def _embeds_transport(protocol: Protocol, transport: str | None) -> EmbedsTransport:
@@ -131,4 +131,4 @@ def _embeds_transport(protocol: Protocol, transport: str | None) -> EmbedsTransp
             "Triton's HTTP generate API flattens arrays, so embeddings go as base64 there; "
             'use transport="base64" or protocol="grpc"'
         )
-    return transport  # type: ignore[return-value]
+    return "binary" if transport == "binary" else "base64"

@@ -11,20 +11,21 @@ from __future__ import annotations
 import asyncio
 import threading
 from contextlib import aclosing
-from typing import Any, AsyncIterator, Coroutine, TypeVar
+from collections.abc import AsyncGenerator, Coroutine
+from typing import Any, TypeVar
 
 from ._errors import APITimeoutError
 
 T = TypeVar("T")
 
 
-async def merge(iterators: list[AsyncIterator[T]]) -> AsyncIterator[T]:
+async def merge(iterators: list[AsyncGenerator[T, None]]) -> AsyncGenerator[T, None]:
     """Items of several async iterators as they arrive. Closing the merged
     iterator cancels every source, which closes their connections."""
     queue: asyncio.Queue[tuple[Any, BaseException | None]] = asyncio.Queue()
     done = object()
 
-    async def pump(iterator: AsyncIterator[T]) -> None:
+    async def pump(iterator: AsyncGenerator[T, None]) -> None:
         try:
             async for item in iterator:
                 queue.put_nowait((item, None))
@@ -49,10 +50,10 @@ async def merge(iterators: list[AsyncIterator[T]]) -> AsyncIterator[T]:
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
-async def with_deadline(iterator: AsyncIterator[T], timeout: float | None) -> AsyncIterator[T]:
+async def with_deadline(iterator: AsyncGenerator[T, None], timeout: float | None) -> AsyncGenerator[T, None]:
     """Bound a whole request, streamed or not, by `timeout` seconds. On expiry
     the pending read is cancelled, which cancels the request on the server."""
-    async with aclosing(iterator):  # type: ignore[type-var]
+    async with aclosing(iterator):
         if timeout is None:
             async for item in iterator:
                 yield item
@@ -69,7 +70,7 @@ async def with_deadline(iterator: AsyncIterator[T], timeout: float | None) -> As
             yield item
 
 
-async def _next(iterator: AsyncIterator[T]) -> T:
+async def _next(iterator: AsyncGenerator[T, None]) -> T:
     return await iterator.__anext__()
 
 

@@ -16,11 +16,9 @@ from typing import Any, Collection, Union
 import numpy as np
 
 from ._types import TensorPayload
-
-# Raw-tensor inputs the model may declare, by the dtype they carry.
-FP32_INPUT = "prompt_embeds"
-FP16_INPUT = "prompt_embeds_fp16"
-BF16_INPUT = "prompt_embeds_bf16"
+from .protocol import EMBEDS_BF16_INPUT as BF16_INPUT
+from .protocol import EMBEDS_FP16_INPUT as FP16_INPUT
+from .protocol import EMBEDS_FP32_INPUT as FP32_INPUT
 
 # One prompt's embeddings before encoding: an (S, H) tensor or array, or an
 # already encoded base64 string.

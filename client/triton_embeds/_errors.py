@@ -4,14 +4,20 @@ Every failure of a request surfaces as one of these; tritonclient, grpc and
 aiohttp exceptions never leak out, and an error is never turned into an empty
 result.
 
-Triton reports a model's error on a gRPC stream as message text only (the
-stream response has no status code), while the HTTP endpoints carry the
-status. `error_from_message` therefore classifies stream errors by the
-wording of Triton's and this project's server messages; anything it does not
-recognise is a rejected request, which is what nearly every in-band error is.
+The model starts every error message with a `[kind:code] ` marker (see
+`protocol`): the kind picks the class and the code becomes `.code` (the
+rule a rejection broke, or why the model could not serve). Triton reports a
+model's error on a gRPC stream, and inside an HTTP event stream, as text
+only, so the marker is what is read there, never the prose. Errors raised by
+Triton itself (unknown model, unknown input) carry no marker: over HTTP and
+unary gRPC their status says what they are; on a gRPC stream, where Triton
+sends text alone, an unknown model is recognised by Triton's wording and
+anything else is a rejected request.
 """
 
 from __future__ import annotations
+
+from .protocol import ErrorKind, parse_error_marker
 
 __all__ = [
     "TritonEmbedsError",
@@ -39,14 +45,17 @@ class APIError(TritonEmbedsError):
 
 
 class APIStatusError(APIError):
-    """The server answered with an error; `status_code` is the HTTP equivalent."""
+    """The server answered with an error; `status_code` is the HTTP equivalent
+    and `code` the model's code for it (a rule name such as "hidden_size", or
+    "engine_restarting"), None for errors from Triton itself."""
 
     status_code: int = 500
 
-    def __init__(self, message: str, status_code: int | None = None) -> None:
+    def __init__(self, message: str, status_code: int | None = None, code: str | None = None) -> None:
         super().__init__(message)
         if status_code is not None:
             self.status_code = status_code
+        self.code = code
 
 
 class BadRequestError(APIStatusError):
@@ -84,38 +93,39 @@ class APITimeoutError(APIConnectionError):
         super().__init__(message)
 
 
-_NOT_FOUND_MARKERS = ("unknown model", "is not found", "has no available versions")
-_UNAVAILABLE_MARKERS = (
-    "concurrent requests; retry later",
-    "engine is unavailable",
-    "engine is not running",
-    "is not ready",
-)
-_INTERNAL_MARKERS = ("generation failed:",)
+_BY_KIND: dict[str, type[APIStatusError]] = {
+    ErrorKind.REJECTED: BadRequestError,
+    ErrorKind.UNAVAILABLE: ServiceUnavailableError,
+    ErrorKind.INTERNAL: InternalServerError,
+}
+# Triton's own wording for a model it does not serve, on gRPC streams only.
+_TRITON_NOT_FOUND = ("unknown model", "is not found", "has no available versions")
 
 
 def error_from_message(message: str) -> APIStatusError:
-    """Classify an error that arrived as text only (gRPC stream responses)."""
-    lowered = message.lower()
-    if any(marker in lowered for marker in _NOT_FOUND_MARKERS):
+    """Classify an error that arrived as text only (gRPC stream responses,
+    errors inside an HTTP event stream)."""
+    marker = parse_error_marker(message)
+    if marker is not None:
+        return _BY_KIND[marker.kind](message, code=marker.code)
+    if any(phrase in message.lower() for phrase in _TRITON_NOT_FOUND):
         return NotFoundError(message)
-    if any(marker in lowered for marker in _UNAVAILABLE_MARKERS):
-        return ServiceUnavailableError(message)
-    if any(marker in lowered for marker in _INTERNAL_MARKERS):
-        return InternalServerError(message)
     return BadRequestError(message)
 
 
 def error_from_http_status(status: int, message: str) -> APIError:
-    """Map an HTTP error status from Triton to the matching error class."""
-    if status == 400:
-        return BadRequestError(message)
-    if status == 404:
-        return NotFoundError(message)
-    if status == 503:
-        return ServiceUnavailableError(message)
-    if status >= 500:
-        return InternalServerError(message, status)
+    """Map an HTTP error status from Triton to the matching error class; the
+    model's marker, when present, adds the code."""
+    marker = parse_error_marker(message)
+    code = marker.code if marker else None
     if status < 400:  # Triton answers some failures with 200 and an "error" body
         return error_from_message(message)
-    return APIStatusError(message, status)
+    if status == 400:
+        return BadRequestError(message, code=code)
+    if status == 404:
+        return NotFoundError(message, code=code)
+    if status == 503:
+        return ServiceUnavailableError(message, code=code)
+    if status >= 500:
+        return InternalServerError(message, status, code=code)
+    return APIStatusError(message, status, code=code)

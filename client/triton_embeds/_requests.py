@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any, Awaitable, Callable, Collection, Literal
+from collections.abc import Awaitable, Callable, Collection
+from typing import Any
 
 from ._encoding import EmbedsItem, split_prompt_embeds, to_base64, to_tensor_payload
+from ._transport import EmbedsTransport
 from ._types import GenerateRequest
-
-EmbedsTransport = Literal["binary", "base64"]
 
 
 def sampling_parameters(extra: dict[str, Any], **given: Any) -> dict[str, Any]:

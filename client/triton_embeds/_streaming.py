@@ -7,7 +7,8 @@ stream that nothing else references cancels the request on the server.
 from __future__ import annotations
 
 from contextlib import aclosing
-from typing import Any, AsyncIterator, Generic, TypeVar
+from collections.abc import AsyncGenerator
+from typing import Any, Generic, TypeVar
 
 from ._concurrency import LoopThread
 
@@ -20,12 +21,12 @@ _NOTHING: Any = object()
 class AsyncStream(Generic[T]):
     """An async iterator of chunks; `await stream.close()` cancels the request."""
 
-    def __init__(self, iterator: AsyncIterator[T], first: Any = _NOTHING) -> None:
+    def __init__(self, iterator: AsyncGenerator[T, None], first: Any = _NOTHING) -> None:
         self._iterator = iterator
         self._first = first
 
     @classmethod
-    async def start(cls, iterator: AsyncIterator[T]) -> AsyncStream[T]:
+    async def start(cls, iterator: AsyncGenerator[T, None]) -> AsyncStream[T]:
         """Wait for the first chunk, so that a rejected request raises from
         `create()` itself, as it does with openai-python."""
         try:
@@ -44,7 +45,7 @@ class AsyncStream(Generic[T]):
         return await self._iterator.__anext__()
 
     async def close(self) -> None:
-        async with aclosing(self._iterator):  # type: ignore[type-var]
+        async with aclosing(self._iterator):
             pass
 
     async def __aenter__(self) -> AsyncStream[T]:

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import struct
-from typing import Any, AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, Iterator
+from typing import Any
 
 import grpc
 from tritonclient.grpc import InferResult, service_pb2, service_pb2_grpc
@@ -30,14 +30,19 @@ from ._errors import (
     NotFoundError,
     error_from_message,
 )
-from ._types import (
+from ._types import Delta, GenerateRequest
+from .protocol import (
     EMBEDS_BASE64_INPUT,
     EXCLUDE_INPUT,
+    FINISH_REASON_OUTPUT,
+    INPUT_TOKENS_OUTPUT,
+    OUTPUT_TOKENS_OUTPUT,
     SAMPLING_INPUT,
     STREAM_INPUT,
     TEXT_INPUT,
-    Delta,
-    GenerateRequest,
+    TEXT_OUTPUT,
+    bool_element,
+    bytes_element,
 )
 
 # Triton's own limit; gRPC's default 4 MiB would refuse large embeddings.
@@ -85,7 +90,7 @@ class GrpcTransport:
         except grpc.aio.AioRpcError as exc:
             raise error_from_rpc(exc) from None
 
-    async def generate(self, model: str, requests: list[GenerateRequest]) -> AsyncIterator[Delta]:
+    async def generate(self, model: str, requests: list[GenerateRequest]) -> AsyncGenerator[Delta, None]:
         """Deltas of every request, interleaved, until each sent its final flag."""
         messages = [_infer_request(model, request) for request in requests]
         call = self._service().ModelStreamInfer(iter(messages))
@@ -152,31 +157,29 @@ def _inputs(request: GenerateRequest) -> Iterator[_Input]:
 
 
 def _string(name: str, value: str) -> _Input:
-    """A one-element BYTES tensor: Triton's raw form is a 4-byte length prefix."""
-    data = value.encode("utf-8")
-    return name, "BYTES", (1,), struct.pack("<I", len(data)) + data
+    return name, "BYTES", (1,), bytes_element(value)
 
 
 def _bool(name: str, value: bool) -> _Input:
-    return name, "BOOL", (1,), b"\x01" if value else b"\x00"
+    return name, "BOOL", (1,), bool_element(value)
 
 
 def _parse_response(response: Any) -> tuple[Delta | None, bool]:
     parameters = response.parameters
     final = "triton_final_response" in parameters and parameters["triton_final_response"].bool_param
     result = InferResult(response)
-    text = result.as_numpy("text_output")
+    text = result.as_numpy(TEXT_OUTPUT)
     if text is None:  # the flags-only final response
         return None, final
     index, text = int(response.id or 0), text.reshape(-1)[0].decode("utf-8")
-    finish_reason = result.as_numpy("finish_reason")
+    finish_reason = result.as_numpy(FINISH_REASON_OUTPUT)
     if finish_reason is None:  # a streamed response before the last: text only
         return Delta(index, text), final
     delta = Delta(
         index=index,
         text=text,
         finish_reason=finish_reason.reshape(-1)[0].decode() or None,
-        prompt_tokens=int(result.as_numpy("num_input_tokens").reshape(-1)[0]),
-        completion_tokens=int(result.as_numpy("num_output_tokens").reshape(-1)[0]),
+        prompt_tokens=int(result.as_numpy(INPUT_TOKENS_OUTPUT).reshape(-1)[0]),
+        completion_tokens=int(result.as_numpy(OUTPUT_TOKENS_OUTPUT).reshape(-1)[0]),
     )
     return delta, final

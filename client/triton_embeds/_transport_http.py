@@ -19,7 +19,8 @@ from __future__ import annotations
 import asyncio
 import json
 from contextlib import aclosing, contextmanager
-from typing import Any, AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, Iterator
+from typing import Any
 from urllib.parse import quote
 
 import aiohttp
@@ -31,14 +32,17 @@ from ._errors import (
     error_from_http_status,
     error_from_message,
 )
-from ._types import (
+from ._types import Delta, GenerateRequest
+from .protocol import (
     EMBEDS_BASE64_INPUT,
     EXCLUDE_INPUT,
+    FINISH_REASON_OUTPUT,
+    INPUT_TOKENS_OUTPUT,
+    OUTPUT_TOKENS_OUTPUT,
     SAMPLING_INPUT,
     STREAM_INPUT,
     TEXT_INPUT,
-    Delta,
-    GenerateRequest,
+    TEXT_OUTPUT,
 )
 
 
@@ -80,7 +84,7 @@ class HttpTransport:
             raise error_from_http_status(response.status, _message(_decode_event(content), content))
         return json.loads(content)
 
-    async def generate(self, model: str, requests: list[GenerateRequest]) -> AsyncIterator[Delta]:
+    async def generate(self, model: str, requests: list[GenerateRequest]) -> AsyncGenerator[Delta, None]:
         """Deltas of every request; several prompts run as concurrent HTTP requests."""
         sources = [self._generate_one(model, request) for request in requests]
         merged = sources[0] if len(sources) == 1 else merge(sources)
@@ -88,7 +92,7 @@ class HttpTransport:
             async for delta in merged:
                 yield delta
 
-    async def _generate_one(self, model: str, request: GenerateRequest) -> AsyncIterator[Delta]:
+    async def _generate_one(self, model: str, request: GenerateRequest) -> AsyncGenerator[Delta, None]:
         url = self._url("v2", "models", model, "generate_stream")
         with _mapped_errors(self._base_url):
             response = await self._http().post(url, json=_body(request))
@@ -106,7 +110,7 @@ class HttpTransport:
         self._session = self._loop = None
 
 
-async def _events(response: aiohttp.ClientResponse) -> AsyncIterator[dict[str, Any]]:
+async def _events(response: aiohttp.ClientResponse) -> AsyncGenerator[dict[str, Any], None]:
     """Server-sent events up to the one with a finish reason; a rejected
     request gets an error status with one JSON error object instead."""
     if response.status != 200:
@@ -114,7 +118,7 @@ async def _events(response: aiohttp.ClientResponse) -> AsyncIterator[dict[str, A
         raise error_from_http_status(response.status, _message(_decode_event(content), content))
     async for event in _sse_events(response):
         yield event
-        if event.get("finish_reason"):
+        if event.get(FINISH_REASON_OUTPUT):
             return
     raise APIConnectionError("the server closed the stream before the request finished")
 
@@ -145,7 +149,7 @@ def _body(request: GenerateRequest) -> dict[str, Any]:
     return body
 
 
-async def _sse_events(response: aiohttp.ClientResponse) -> AsyncIterator[dict[str, Any]]:
+async def _sse_events(response: aiohttp.ClientResponse) -> AsyncGenerator[dict[str, Any], None]:
     """`data: {...}` lines of Triton's server-sent events. An error after the
     stream has started comes as an event with an "error" key and status 200."""
     async for raw_line in response.content:
@@ -178,10 +182,10 @@ def _message(event: dict[str, Any], content: bytes) -> str:
 def _delta(index: int, event: dict[str, Any]) -> Delta:
     return Delta(
         index=index,
-        text=str(event.get("text_output", "")),
-        finish_reason=event.get("finish_reason") or None,
-        prompt_tokens=_optional_int(event.get("num_input_tokens")),
-        completion_tokens=_optional_int(event.get("num_output_tokens")),
+        text=str(event.get(TEXT_OUTPUT, "")),
+        finish_reason=event.get(FINISH_REASON_OUTPUT) or None,
+        prompt_tokens=_optional_int(event.get(INPUT_TOKENS_OUTPUT)),
+        completion_tokens=_optional_int(event.get(OUTPUT_TOKENS_OUTPUT)),
     )
 
 

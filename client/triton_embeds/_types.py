@@ -12,13 +12,6 @@ from typing import Any, Iterator
 
 from openai.types import Model
 
-# Triton input names of the model (see model_repository/vllm_model/config.pbtxt).
-TEXT_INPUT = "text_input"
-EMBEDS_BASE64_INPUT = "prompt_embeds_base64"
-STREAM_INPUT = "stream"
-SAMPLING_INPUT = "sampling_parameters"
-EXCLUDE_INPUT = "exclude_input_in_output"
-
 
 @dataclass(frozen=True)
 class TensorPayload:

@@ -9,27 +9,60 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, AsyncIterator
+from typing import Any, Literal, TypedDict, overload
 
 from openai.types import Completion, CompletionChoice, CompletionUsage
+from typing_extensions import Unpack
 
-from .._concurrency import with_deadline
+from .._concurrency import LoopThread, with_deadline
 from .._errors import InternalServerError
 from .._requests import build_requests, sampling_parameters
 from .._streaming import AsyncStream, Stream
+from .._transport import Connection
 from .._types import Delta
-
-if TYPE_CHECKING:
-    from .._client import AsyncClient, Client
 
 _NOT_GIVEN: Any = object()
 
 
+class CompletionParams(TypedDict, total=False):
+    """The arguments of `create` besides `model` and `stream`."""
+
+    prompt: str | list[str] | None
+    prompt_embeds: Any
+    max_tokens: int | None
+    temperature: float | None
+    top_p: float | None
+    top_k: int | None
+    seed: int | None
+    stop: str | list[str] | None
+    presence_penalty: float | None
+    frequency_penalty: float | None
+    stream_options: dict[str, Any] | None
+    extra_body: dict[str, Any] | None
+    timeout: float | None
+
+
 class AsyncCompletions:
-    def __init__(self, client: AsyncClient) -> None:
-        self._client = client
+    def __init__(self, connection: Connection) -> None:
+        self._connection = connection
+
+    @overload
+    async def create(
+        self, *, model: str, stream: Literal[False] = False, **params: Unpack[CompletionParams]
+    ) -> Completion: ...
+
+    @overload
+    async def create(
+        self, *, model: str, stream: Literal[True], **params: Unpack[CompletionParams]
+    ) -> AsyncStream[Completion]: ...
+
+    @overload
+    async def create(
+        self, *, model: str, stream: bool, **params: Unpack[CompletionParams]
+    ) -> Completion | AsyncStream[Completion]: ...
 
     async def create(
         self,
@@ -62,6 +95,7 @@ class AsyncCompletions:
         `stream=True` this returns once the first chunk has arrived, so a
         rejected request raises here, as in openai-python.
         """
+        connection = self._connection
         extra = dict(extra_body or {})
         embeds_from_extra = extra.pop("prompt_embeds", None)
         sampling = sampling_parameters(
@@ -74,11 +108,11 @@ class AsyncCompletions:
             prompt_embeds=prompt_embeds if prompt_embeds is not None else embeds_from_extra,
             sampling=sampling,
             stream=stream,
-            embeds_transport=self._client.embeds_transport,
-            model_inputs=lambda: self._client._model_inputs(model),
+            embeds_transport=connection.embeds_transport,
+            model_inputs=lambda: connection.model_inputs(model),
         )
-        deadline = self._client.timeout if timeout is _NOT_GIVEN else timeout
-        deltas = with_deadline(self._client._transport.generate(model, requests), deadline)
+        deadline = connection.timeout if timeout is _NOT_GIVEN else timeout
+        deltas = with_deadline(connection.transport.generate(model, requests), deadline)
         builder = _Builder(model=model, count=len(requests))
         if not stream:
             return await builder.completion(deltas)
@@ -89,39 +123,33 @@ class AsyncCompletions:
 class Completions:
     """Synchronous face of AsyncCompletions: same arguments, same results."""
 
-    def __init__(self, client: Client) -> None:
-        self._client = client
+    def __init__(self, completions: AsyncCompletions, loop: LoopThread, owner: object) -> None:
+        self._async = completions
+        self._loop = loop
+        self._owner = owner  # a stream keeps it (and so the loop) alive
+
+    @overload
+    def create(
+        self, *, model: str, stream: Literal[False] = False, **params: Unpack[CompletionParams]
+    ) -> Completion: ...
+
+    @overload
+    def create(
+        self, *, model: str, stream: Literal[True], **params: Unpack[CompletionParams]
+    ) -> Stream[Completion]: ...
+
+    @overload
+    def create(
+        self, *, model: str, stream: bool, **params: Unpack[CompletionParams]
+    ) -> Completion | Stream[Completion]: ...
 
     def create(
-        self,
-        *,
-        model: str,
-        prompt: str | list[str] | None = None,
-        prompt_embeds: Any = None,
-        max_tokens: int | None = 16,
-        temperature: float | None = None,
-        top_p: float | None = None,
-        top_k: int | None = None,
-        seed: int | None = None,
-        stop: str | list[str] | None = None,
-        presence_penalty: float | None = None,
-        frequency_penalty: float | None = None,
-        stream: bool = False,
-        stream_options: dict[str, Any] | None = None,
-        extra_body: dict[str, Any] | None = None,
-        timeout: float | None = _NOT_GIVEN,
+        self, *, model: str, stream: bool = False, **params: Unpack[CompletionParams]
     ) -> Completion | Stream[Completion]:
-        loop = self._client._loop
-        result = loop.call(
-            self._client._async.completions.create(
-                model=model, prompt=prompt, prompt_embeds=prompt_embeds, max_tokens=max_tokens,
-                temperature=temperature, top_p=top_p, top_k=top_k, seed=seed, stop=stop,
-                presence_penalty=presence_penalty, frequency_penalty=frequency_penalty,
-                stream=stream, stream_options=stream_options, extra_body=extra_body,
-                timeout=timeout,
-            )
-        )
-        return Stream(loop, result, owner=self._client) if isinstance(result, AsyncStream) else result
+        result = self._loop.call(self._async.create(model=model, stream=stream, **params))
+        if isinstance(result, AsyncStream):
+            return Stream(self._loop, result, owner=self._owner)
+        return result
 
     create.__doc__ = AsyncCompletions.create.__doc__
 
@@ -136,10 +164,10 @@ class _Builder:
     created: int = field(default_factory=lambda: int(time.time()))
     _tokens: dict[int, tuple[int, int]] = field(default_factory=dict)
 
-    async def completion(self, deltas: AsyncIterator[Delta]) -> Completion:
+    async def completion(self, deltas: AsyncGenerator[Delta, None]) -> Completion:
         texts: dict[int, list[str]] = {index: [] for index in range(self.count)}
         reasons: dict[int, str] = {}
-        async with aclosing(deltas):  # type: ignore[type-var]
+        async with aclosing(deltas):
             async for delta in deltas:
                 self._count(delta)
                 texts[delta.index].append(delta.text)
@@ -151,8 +179,8 @@ class _Builder:
         choices = [_choice(index, "".join(texts[index]), reasons[index]) for index in range(self.count)]
         return self._make(choices, self.usage())
 
-    async def chunks(self, deltas: AsyncIterator[Delta], include_usage: bool) -> AsyncIterator[Completion]:
-        async with aclosing(deltas):  # type: ignore[type-var]
+    async def chunks(self, deltas: AsyncGenerator[Delta, None], include_usage: bool) -> AsyncGenerator[Completion, None]:
+        async with aclosing(deltas):
             async for delta in deltas:
                 self._count(delta)
                 if delta.text or delta.finish_reason:  # vLLM skips empty chunks too

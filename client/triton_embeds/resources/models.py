@@ -2,24 +2,21 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from openai.types import Model
 
+from .._concurrency import LoopThread
+from .._transport import Connection
 from .._types import ModelList
-
-if TYPE_CHECKING:
-    from .._client import AsyncClient, Client
 
 
 class AsyncModels:
-    def __init__(self, client: AsyncClient) -> None:
-        self._client = client
+    def __init__(self, connection: Connection) -> None:
+        self._connection = connection
 
     async def list(self) -> ModelList:
         """Ready models of the server's repository index. Models that are
         loading, failed or unloaded are left out: requests to them would fail."""
-        entries = await self._client._transport.list_models()
+        entries = await self._connection.transport.list_models()
         return ModelList(
             data=[
                 Model(id=name, created=0, object="model", owned_by="triton")
@@ -30,10 +27,11 @@ class AsyncModels:
 
 
 class Models:
-    def __init__(self, client: Client) -> None:
-        self._client = client
+    def __init__(self, models: AsyncModels, loop: LoopThread) -> None:
+        self._async = models
+        self._loop = loop
 
     def list(self) -> ModelList:
-        return self._client._loop.call(self._client._async.models.list())
+        return self._loop.call(self._async.list())
 
     list.__doc__ = AsyncModels.list.__doc__

@@ -26,7 +26,6 @@ locale.setlocale(locale.LC_CTYPE, "C.UTF-8")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import triton_python_backend_utils as pb_utils  # noqa: E402
-
 from embeds_backend import triton_config  # noqa: E402
 from embeds_backend.engine import EngineBridge  # noqa: E402
 from embeds_backend.handler import RequestHandler  # noqa: E402

@@ -9,16 +9,19 @@ itself justifies.
 
 from __future__ import annotations
 
+import base64
 import binascii
 import io
 import pickletools
 import re
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from .contract import Rule
 from .errors import RequestRejected
 
 MIN_EMBEDS_BYTES = 100
@@ -27,10 +30,19 @@ ACCEPTED_DTYPES = (torch.float64, torch.float32, torch.float16, torch.bfloat16)
 _NPY_MAGIC = b"\x93NUMPY"
 _ZIP_MAGIC = b"PK\x03\x04"
 
-try:  # pybase64 is vLLM's own (SIMD) decoder; fall back to the stdlib.
-    import pybase64 as _b64
-except ImportError:  # pragma: no cover - pybase64 ships with vLLM
-    import base64 as _b64
+
+
+def _fastest_b64decode() -> Callable[..., bytes]:
+    """pybase64 is vLLM's own (SIMD) decoder; fall back to the stdlib."""
+    try:
+        import pybase64
+
+        return pybase64.b64decode
+    except ImportError:  # pragma: no cover - pybase64 ships with vLLM
+        return base64.b64decode
+
+
+_b64decode = _fastest_b64decode()
 
 # Sparse payloads are refused before torch.load by scanning the pickle (see
 # _rebuilds_sparse): torch validates loaded sparse tensors through a
@@ -60,8 +72,7 @@ class EmbedsLimits:
 def decoded_size(encoded: bytes | str) -> int:
     """Bytes that base64 `encoded` decodes to, computed without decoding."""
     length = len(encoded)
-    tail = encoded[-2:] if length >= 2 else encoded
-    padding = tail.count("=" if isinstance(tail, str) else b"=")
+    padding = encoded[-2:].count("=") if isinstance(encoded, str) else encoded[-2:].count(b"=")
     return length // 4 * 3 + {0: 0, 2: 1, 3: 2}.get(length % 4, 0) - padding
 
 
@@ -69,13 +80,13 @@ def check_encoded_size(encoded: bytes | str, limits: EmbedsLimits) -> None:
     size = decoded_size(encoded)
     if size < limits.min_bytes:
         raise RequestRejected(
-            "embeds_too_small",
+            Rule.EMBEDS_TOO_SMALL,
             f"prompt_embeds_base64 decodes to {size} bytes, below the minimum of "
             f"{limits.min_bytes} bytes: no torch.save payload is that small",
         )
     if size > limits.max_bytes:
         raise RequestRejected(
-            "embeds_too_large",
+            Rule.EMBEDS_TOO_LARGE,
             f"prompt_embeds_base64 decodes to {size} bytes, above this model's limit "
             f"of {limits.max_bytes} bytes (max_embeds_bytes)",
         )
@@ -84,10 +95,10 @@ def check_encoded_size(encoded: bytes | str, limits: EmbedsLimits) -> None:
 def strict_b64decode(encoded: bytes | str) -> bytes:
     """Standard alphabet, correct padding, no whitespace: as vLLM requires."""
     try:
-        return _b64.b64decode(encoded, validate=True)
+        return _b64decode(encoded, validate=True)
     except (binascii.Error, ValueError) as exc:
         raise RequestRejected(
-            "bad_base64",
+            Rule.BAD_BASE64,
             f"prompt_embeds_base64 is not valid base64 (standard alphabet, padded, "
             f"no whitespace): {exc}",
         ) from None
@@ -138,7 +149,7 @@ def _rebuilds_sparse(raw: bytes) -> bool:
             pickles = [archive.read(m) for m in archive.infolist() if m.filename.endswith("data.pkl")]
     except (zipfile.BadZipFile, ValueError, EOFError) as exc:
         raise RequestRejected(
-            "not_a_tensor", f"prompt_embeds_base64 holds a corrupt zip archive ({exc})"
+            Rule.NOT_A_TENSOR, f"prompt_embeds_base64 holds a corrupt zip archive ({exc})"
         ) from None
     return any(_names_sparse(pickled) for pickled in pickles)
 
@@ -163,22 +174,22 @@ def deserialize(raw: bytes) -> torch.Tensor:
     rejected without materializing it."""
     if raw.startswith(_NPY_MAGIC):
         raise RequestRejected(
-            "not_a_tensor",
+            Rule.NOT_A_TENSOR,
             "prompt_embeds_base64 holds a numpy .npy payload; send the bytes of "
             "torch.save(tensor), or the raw prompt_embeds tensor input",
         )
     if not raw.startswith(_ZIP_MAGIC):
         raise RequestRejected(
-            "not_a_tensor",
+            Rule.NOT_A_TENSOR,
             "prompt_embeds_base64 is not a torch.save payload (no zip archive); "
             "legacy and non-torch formats are not accepted",
         )
     problem = _describe_zip(raw)
     if problem:
-        raise RequestRejected("not_a_tensor", f"prompt_embeds_base64 holds {problem}")
+        raise RequestRejected(Rule.NOT_A_TENSOR, f"prompt_embeds_base64 holds {problem}")
     if _rebuilds_sparse(raw):
         raise RequestRejected(
-            "not_dense",
+            Rule.NOT_DENSE,
             "prompt_embeds must be a dense tensor, got a sparse tensor payload "
             "(sparse tensors are never loaded or densified)",
         )
@@ -189,7 +200,7 @@ def deserialize(raw: bytes) -> torch.Tensor:
     # besides the usual errors, and every one of them means "not a tensor".
     except Exception as exc:  # noqa: BLE001
         raise RequestRejected(
-            "not_a_tensor",
+            Rule.NOT_A_TENSOR,
             f"prompt_embeds_base64 could not be loaded as a tensor with "
             f"weights_only=True: {_first_line(exc)}",
         ) from None
@@ -209,24 +220,24 @@ def _first_line(exc: BaseException) -> str:
 def _require_dense(loaded: object) -> torch.Tensor:
     if not isinstance(loaded, torch.Tensor):
         raise RequestRejected(
-            "not_a_tensor",
+            Rule.NOT_A_TENSOR,
             f"prompt_embeds_base64 holds a pickled {type(loaded).__name__}, not a tensor",
         )
     if loaded.layout != torch.strided:
         raise RequestRejected(
-            "not_dense",
+            Rule.NOT_DENSE,
             f"prompt_embeds must be a dense tensor, got layout {loaded.layout} "
             f"(sparse tensors are never densified)",
         )
     if loaded.is_nested:
-        raise RequestRejected("not_dense", "prompt_embeds must be a dense tensor, got a nested tensor")
+        raise RequestRejected(Rule.NOT_DENSE, "prompt_embeds must be a dense tensor, got a nested tensor")
     if loaded.device.type != "cpu":  # map_location moved every storage: no data was saved
         raise RequestRejected(
-            "not_a_tensor", f"prompt_embeds_base64 holds a {loaded.device.type} tensor, which has no values"
+            Rule.NOT_A_TENSOR, f"prompt_embeds_base64 holds a {loaded.device.type} tensor, which has no values"
         )
     if loaded.is_quantized:
         raise RequestRejected(
-            "bad_dtype", f"prompt_embeds must be floating point, got quantized {loaded.dtype}"
+            Rule.BAD_DTYPE, f"prompt_embeds must be floating point, got quantized {loaded.dtype}"
         )
     _require_stored(loaded)
     return loaded
@@ -240,7 +251,7 @@ def _require_stored(tensor: torch.Tensor) -> None:
     stored = tensor.untyped_storage().nbytes()
     if needed > stored:
         raise RequestRejected(
-            "not_dense",
+            Rule.NOT_DENSE,
             f"prompt_embeds must be a dense tensor, got a view of {stored} stored bytes "
             f"spanning {needed} bytes (shape {list(tensor.shape)}, strides {list(tensor.stride())})",
         )
@@ -258,7 +269,7 @@ def validate_embeds(tensor: torch.Tensor, limits: EmbedsLimits) -> torch.Tensor:
     tensor = _check_shape(tensor, limits.hidden_size)
     if tensor.dtype not in ACCEPTED_DTYPES:
         raise RequestRejected(
-            "bad_dtype",
+            Rule.BAD_DTYPE,
             f"prompt_embeds dtype {_dtype_name(tensor.dtype)} is not accepted; use "
             f"float32, float16, bfloat16 or float64",
         )
@@ -268,7 +279,7 @@ def validate_embeds(tensor: torch.Tensor, limits: EmbedsLimits) -> torch.Tensor:
     tensor = tensor.detach().resolve_neg().to(limits.dtype).contiguous()
     # Checked after the cast, so values that overflow the engine dtype count too.
     if not all_finite(tensor):
-        raise RequestRejected("not_finite", _non_finite_message(tensor, limits.dtype))
+        raise RequestRejected(Rule.NOT_FINITE, _non_finite_message(tensor, limits.dtype))
     return tensor
 
 
@@ -293,16 +304,16 @@ def _check_shape(tensor: torch.Tensor, hidden_size: int) -> torch.Tensor:
         tensor = tensor.squeeze(0)
     elif tensor.dim() != 2:
         raise RequestRejected(
-            "bad_shape",
+            Rule.BAD_SHAPE,
             f"prompt_embeds must have shape (seq_len, hidden) or (1, seq_len, hidden), "
             f"got {list(shape)}",
         )
     seq_len, hidden = tensor.shape
     if seq_len < 1:
-        raise RequestRejected("bad_shape", f"prompt_embeds has no rows: shape {list(shape)}")
+        raise RequestRejected(Rule.BAD_SHAPE, f"prompt_embeds has no rows: shape {list(shape)}")
     if hidden != hidden_size:
         raise RequestRejected(
-            "hidden_size",
+            Rule.HIDDEN_SIZE,
             f"prompt_embeds hidden size {hidden} does not match the model's hidden "
             f"size {hidden_size} (shape {list(shape)})",
         )
@@ -326,5 +337,5 @@ def tensor_from_numpy(array: np.ndarray) -> torch.Tensor:
     """Wrap a Triton input array without copying; integer and bool arrays are
     wrapped too so the dtype rule reports them."""
     if array.dtype == np.object_:
-        raise RequestRejected("bad_dtype", "prompt_embeds must be a numeric tensor, got BYTES")
+        raise RequestRejected(Rule.BAD_DTYPE, "prompt_embeds must be a numeric tensor, got BYTES")
     return torch.from_numpy(array)

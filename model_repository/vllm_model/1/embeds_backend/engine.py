@@ -34,6 +34,8 @@ class EngineBridge:
 
         engine = AsyncLLM.from_engine_args(AsyncEngineArgs(**self._engine_args))
         config = engine.model_config
+        # ModelConfig resolves "auto"/"half"/... to a torch.dtype on construction.
+        assert isinstance(config.dtype, torch.dtype), config.dtype
         self._facts = ModelFacts(
             hidden_size=int(config.get_hidden_size()),
             dtype=config.dtype,

@@ -1,6 +1,7 @@
-"""Request rejections: each carries the rule it broke (a metrics label) and a
-message for the caller. They become INVALID_ARG errors before the engine sees
-anything."""
+"""Why a request ends without being served. Each carries a stable code from
+the contract (`contract.Rule`, `contract.Unavailable`); the handler turns them
+into INVALID_ARG and UNAVAILABLE errors whose messages start with
+`[kind:code] `, before the engine sees anything."""
 
 from __future__ import annotations
 
@@ -15,4 +16,10 @@ class RequestRejected(ValueError):
 
 
 class EngineUnavailable(RuntimeError):
-    """The engine is dead or restarting: the request could not be served."""
+    """The engine is dead or restarting: the request could not be served.
+    `code` is one of contract.Unavailable's."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message

@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from . import triton_io
+from .contract import GENERATION_FAILED, Rule, Unavailable
 from .embeds import EmbedsLimits
 from .engine import EngineBridge, is_client_error, is_engine_dead
 from .errors import EngineUnavailable, RequestRejected
@@ -58,9 +59,10 @@ class RequestHandler:
     def _start(self, request: Any) -> None:
         limit = self._settings.max_concurrent_requests
         if limit and len(self._inflight) >= limit:
-            self._metrics.rejection("concurrency_limit")
+            self._metrics.rejection(Unavailable.CONCURRENCY_LIMIT)
             message = f"model is at its limit of {limit} concurrent requests; retry later"
-            self._finish(triton_io.ClientStream(request), triton_io.unavailable(message), "unavailable")
+            error = triton_io.unavailable(Unavailable.CONCURRENCY_LIMIT, message)
+            self._finish(triton_io.ClientStream(request), error, "unavailable")
             return
         stream = triton_io.ClientStream(request)
         task = self._loop.create_task(self._handle(request, stream))
@@ -99,11 +101,11 @@ class RequestHandler:
             self._metrics.request(parsed.kind.value)
             prompt = await self._build_prompt(parsed)
             if not self._engine.is_healthy:
-                raise EngineUnavailable(self._supervisor.unavailable_reason())
+                raise self._supervisor.unavailable()
             await self._generate(parsed, prompt, sender, arrival)
         except RequestRejected as exc:
             self._metrics.rejection(exc.rule)
-            self._finish(sender, triton_io.invalid_argument(exc.message), "rejected")
+            self._finish(sender, triton_io.rejected(exc.rule, exc.message), "rejected")
         except asyncio.CancelledError:
             self._finish(sender, None, "cancelled")  # the client is gone: only the final flag
         except Exception as exc:  # noqa: BLE001 - every failure must reach the client
@@ -160,14 +162,15 @@ class RequestHandler:
     def _fail(self, sender: Any, exc: BaseException) -> None:
         if isinstance(exc, EngineUnavailable) or is_engine_dead(exc):
             self._supervisor.report_failure()
+            code = exc.code if isinstance(exc, EngineUnavailable) else Unavailable.ENGINE_DOWN
             message = f"the vLLM engine is unavailable: {exc or 'engine core died'}"
-            self._finish(sender, triton_io.unavailable(message), "unavailable")
+            self._finish(sender, triton_io.unavailable(code, message), "unavailable")
         elif is_client_error(exc):
-            self._metrics.rejection("engine_validation")
-            self._finish(sender, triton_io.invalid_argument(str(exc)), "rejected")
+            self._metrics.rejection(Rule.ENGINE_VALIDATION)
+            self._finish(sender, triton_io.rejected(Rule.ENGINE_VALIDATION, str(exc)), "rejected")
         else:
             message = f"generation failed: {type(exc).__name__}: {exc}"
-            self._finish(sender, triton_io.internal_error(message), "failed")
+            self._finish(sender, triton_io.internal_error(GENERATION_FAILED, message), "failed")
 
     def _finish(self, sender: triton_io.ClientStream, error: Any | None, outcome: str) -> None:
         self._metrics.finished(outcome)  # first: the final response publishes it

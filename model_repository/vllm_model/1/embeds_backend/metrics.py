@@ -119,7 +119,7 @@ class ModelMetrics:
                 self._restarts.increment(1)
                 self._recovery.set(recovery_seconds)
 
-    def _labelled(self, family, cache: dict, key: str, value: str):
+    def _labelled(self, family: Any, cache: dict[str, Any], key: str, value: str) -> Any:
         metric = cache.get(value)
         if metric is None:
             metric = cache[value] = family.Metric(labels={**self._labels, key: value})

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .contract import Rule
 from .embeds import EmbedsLimits, decode_base64_embeds, validate_embeds
 from .errors import RequestRejected
 from .request_parsing import ParsedRequest, PromptKind
@@ -17,8 +18,10 @@ def build_embeds_prompt(
     """SPEC rules 2-8 for an embeddings request."""
     if parsed.kind is PromptKind.EMBEDS_BASE64:
         tensor = decode_base64_embeds(parsed.embeds_base64 or b"", limits)
-    else:
+    elif parsed.embeds_tensor is not None:
         tensor = parsed.embeds_tensor
+    else:
+        raise ValueError(f"a {parsed.kind.value} request without embeddings")
     tensor = validate_embeds(tensor, limits)
     check_context_length(int(tensor.shape[0]), parsed.max_tokens, max_model_len)
     return {"prompt_embeds": tensor}
@@ -27,7 +30,7 @@ def build_embeds_prompt(
 def check_context_length(prompt_len: int, max_tokens: int, max_model_len: int) -> None:
     if prompt_len + max_tokens > max_model_len:
         raise RequestRejected(
-            "too_long",
+            Rule.TOO_LONG,
             f"prompt of {prompt_len} positions plus max_tokens={max_tokens} exceeds the "
             f"model's context length of {max_model_len}",
         )

@@ -10,22 +10,27 @@ from typing import Any, Mapping
 
 import torch
 
+from .contract import (
+    EMBEDS_BASE64_INPUT,
+    EMBEDS_BF16_INPUT,
+    EMBEDS_FP16_INPUT,
+    EMBEDS_FP32_INPUT,
+    EMBEDS_INPUTS,
+    EXCLUDE_INPUT,
+    SAMPLING_INPUT,
+    STREAM_INPUT,
+    TEXT_INPUT,
+    Rule,
+)
 from .errors import RequestRejected
 from .sampling import parse_sampling_parameters
 
-TEXT_INPUT = "text_input"
-EMBEDS_BASE64_INPUT = "prompt_embeds_base64"
-# One raw-tensor input per wire dtype: FP32 is what the reference docs use,
-# FP16/BF16 match GPU engines and halve the bytes on the wire.
-EMBEDS_TENSOR_INPUTS = {
-    "prompt_embeds": torch.float32,
-    "prompt_embeds_fp16": torch.float16,
-    "prompt_embeds_bf16": torch.bfloat16,
+# The dtype each raw-tensor input carries.
+EMBEDS_TENSOR_DTYPES = {
+    EMBEDS_FP32_INPUT: torch.float32,
+    EMBEDS_FP16_INPUT: torch.float16,
+    EMBEDS_BF16_INPUT: torch.bfloat16,
 }
-EMBEDS_INPUTS = (*EMBEDS_TENSOR_INPUTS, EMBEDS_BASE64_INPUT)
-STREAM_INPUT = "stream"
-SAMPLING_INPUT = "sampling_parameters"
-EXCLUDE_INPUT = "exclude_input_in_output"
 
 
 class PromptKind(str, Enum):
@@ -53,19 +58,19 @@ def parse_request(inputs: Mapping[str, Any], embeds_enabled: bool) -> ParsedRequ
     embeds_given = [name for name in EMBEDS_INPUTS if inputs.get(name) is not None]
     if embeds_given and not embeds_enabled:
         raise RequestRejected(
-            "embeds_disabled",
+            Rule.EMBEDS_DISABLED,
             f"this model does not accept prompt embeddings ({embeds_given[0]} given); "
             f'set "enable_prompt_embeds": true in its model.json',
         )
     if len(embeds_given) > 1:
         raise RequestRejected(
-            "multiple_embeds",
+            Rule.MULTIPLE_EMBEDS,
             f"send exactly one prompt embeddings input, got {', '.join(embeds_given)}",
         )
     text = _decode_text(inputs.get(TEXT_INPUT))
     if not embeds_given and text is None:
         raise RequestRejected(
-            "no_prompt",
+            Rule.NO_PROMPT,
             f"no prompt: send {TEXT_INPUT} or one of {', '.join(EMBEDS_INPUTS)}",
         )
     parsed = ParsedRequest(
@@ -96,4 +101,4 @@ def _decode_text(value: bytes | str | None) -> str | None:
     try:
         return value.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise RequestRejected("bad_text", f"string input is not valid UTF-8: {exc}") from None
+        raise RequestRejected(Rule.BAD_TEXT, f"string input is not valid UTF-8: {exc}") from None

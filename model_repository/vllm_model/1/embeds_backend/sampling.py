@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any, Callable
 
+from .contract import Rule
 from .errors import RequestRejected
 
 
@@ -101,19 +102,19 @@ def parse_sampling_parameters(text: str | None) -> dict[str, Any]:
         return {"max_tokens": DEFAULT_MAX_TOKENS}
     if len(text) > MAX_SAMPLING_JSON_BYTES:
         raise RequestRejected(
-            "bad_sampling",
+            Rule.BAD_SAMPLING,
             f"sampling_parameters is {len(text)} characters long, above the limit of "
             f"{MAX_SAMPLING_JSON_BYTES}",
         )
     try:
         raw = json.loads(text)
     except ValueError as exc:  # JSONDecodeError, or an integer of over 4300 digits
-        raise RequestRejected("bad_sampling", f"sampling_parameters is not valid JSON: {exc}") from None
+        raise RequestRejected(Rule.BAD_SAMPLING, f"sampling_parameters is not valid JSON: {exc}") from None
     except RecursionError:
-        raise RequestRejected("bad_sampling", "sampling_parameters is nested too deeply") from None
+        raise RequestRejected(Rule.BAD_SAMPLING, "sampling_parameters is nested too deeply") from None
     if not isinstance(raw, dict):
         raise RequestRejected(
-            "bad_sampling", f"sampling_parameters must be a JSON object, got {type(raw).__name__}"
+            Rule.BAD_SAMPLING, f"sampling_parameters must be a JSON object, got {type(raw).__name__}"
         )
     params = {key: _convert(key, value) for key, value in raw.items()}
     params.setdefault("max_tokens", DEFAULT_MAX_TOKENS)
@@ -125,14 +126,14 @@ def _convert(key: str, value: Any) -> Any:
     converter = _CONVERTERS.get(key)
     if converter is None:
         raise RequestRejected(
-            "bad_sampling",
+            Rule.BAD_SAMPLING,
             f"unknown sampling parameter {key!r}; accepted: {', '.join(ALLOWED_KEYS)}",
         )
     try:
         return converter(value)
     except (TypeError, ValueError) as exc:
         raise RequestRejected(
-            "bad_sampling", f"sampling parameter {key}={value!r} is invalid: {exc}"
+            Rule.BAD_SAMPLING, f"sampling parameter {key}={value!r} is invalid: {exc}"
         ) from None
 
 
@@ -154,12 +155,12 @@ def _check_ranges(params: dict[str, Any]) -> None:
     for key, ok, requirement in rules:
         if key in params and not ok(params[key]):
             raise RequestRejected(
-                "bad_sampling", f"sampling parameter {key}={params[key]!r} {requirement}"
+                Rule.BAD_SAMPLING, f"sampling parameter {key}={params[key]!r} {requirement}"
             )
     _check_lists(params)
     if params.get("min_tokens", 0) > params["max_tokens"]:
         raise RequestRejected(
-            "bad_sampling",
+            Rule.BAD_SAMPLING,
             f"sampling parameter min_tokens={params['min_tokens']} exceeds "
             f"max_tokens={params['max_tokens']}",
         )
@@ -169,18 +170,18 @@ def _check_lists(params: dict[str, Any]) -> None:
     stop = params.get("stop", [])
     if len(stop) > MAX_STOP_STRINGS:
         raise RequestRejected(
-            "bad_sampling", f"sampling parameter stop has {len(stop)} strings; at most {MAX_STOP_STRINGS}"
+            Rule.BAD_SAMPLING, f"sampling parameter stop has {len(stop)} strings; at most {MAX_STOP_STRINGS}"
         )
     longest = max((len(s) for s in stop), default=0)
     if longest > MAX_STOP_STRING_CHARS:
         raise RequestRejected(
-            "bad_sampling",
+            Rule.BAD_SAMPLING,
             f"sampling parameter stop has a string of {longest} characters; at most "
             f"{MAX_STOP_STRING_CHARS}",
         )
     ids = params.get("stop_token_ids", [])
     if len(ids) > MAX_STOP_TOKEN_IDS:
         raise RequestRejected(
-            "bad_sampling",
+            Rule.BAD_SAMPLING,
             f"sampling parameter stop_token_ids has {len(ids)} entries; at most {MAX_STOP_TOKEN_IDS}",
         )

@@ -12,7 +12,9 @@ import asyncio
 import time
 from typing import Callable
 
+from .contract import Unavailable
 from .engine import EngineBridge
+from .errors import EngineUnavailable
 
 Log = Callable[[str], None]
 
@@ -48,10 +50,13 @@ class EngineSupervisor:
         """A request saw the engine die: check now rather than at the next tick."""
         self._wake.set()
 
-    def unavailable_reason(self) -> str:
+    def unavailable(self) -> EngineUnavailable:
+        """The error for a request that finds the engine down."""
         if self.restarting:
-            return "the vLLM engine failed and is restarting; retry shortly"
-        return "the vLLM engine is not running"
+            return EngineUnavailable(
+                Unavailable.ENGINE_RESTARTING, "the vLLM engine failed and is restarting; retry shortly"
+            )
+        return EngineUnavailable(Unavailable.ENGINE_DOWN, "the vLLM engine is not running")
 
     async def _watch(self) -> None:
         while True:

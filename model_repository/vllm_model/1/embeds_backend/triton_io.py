@@ -12,17 +12,18 @@ import numpy as np
 import torch
 import triton_python_backend_utils as pb_utils
 
-from .request_parsing import (
-    EMBEDS_BASE64_INPUT,
+from .contract import (
+    BOOL_INPUTS,
     EMBEDS_TENSOR_INPUTS,
-    EXCLUDE_INPUT,
-    SAMPLING_INPUT,
-    STREAM_INPUT,
-    TEXT_INPUT,
+    FINISH_REASON_OUTPUT,
+    INPUT_TOKENS_OUTPUT,
+    OUTPUT_TOKENS_OUTPUT,
+    STRING_INPUTS,
+    TEXT_OUTPUT,
+    ErrorKind,
+    error_message,
 )
 
-_STRING_INPUTS = (TEXT_INPUT, SAMPLING_INPUT, EMBEDS_BASE64_INPUT)
-_BOOL_INPUTS = (STREAM_INPUT, EXCLUDE_INPUT)
 FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
 
 
@@ -30,11 +31,11 @@ def read_inputs(request: Any) -> dict[str, Any]:
     """Map input name -> first string element, bool, or a tensor viewing the
     request's buffer (dlpack: no copy, and BF16 has no numpy form)."""
     inputs: dict[str, Any] = {}
-    for name in _STRING_INPUTS:
+    for name in STRING_INPUTS:
         tensor = pb_utils.get_input_tensor_by_name(request, name)
         if tensor is not None:
             inputs[name] = _first_element(tensor.as_numpy())
-    for name in _BOOL_INPUTS:
+    for name in BOOL_INPUTS:
         tensor = pb_utils.get_input_tensor_by_name(request, name)
         if tensor is not None:
             inputs[name] = bool(_first_element(tensor.as_numpy()))
@@ -62,11 +63,11 @@ def make_response(text: str, finish_reason: str | None, usage: Usage) -> Any:
         output_tensors=[
             _text_tensor(text),
             pb_utils.Tensor(
-                "finish_reason", np.array([(finish_reason or "").encode()], dtype=np.object_)
+                FINISH_REASON_OUTPUT, np.array([(finish_reason or "").encode()], dtype=np.object_)
             ),
-            pb_utils.Tensor("num_input_tokens", np.array([usage.prompt_tokens], dtype=np.uint32)),
+            pb_utils.Tensor(INPUT_TOKENS_OUTPUT, np.array([usage.prompt_tokens], dtype=np.uint32)),
             pb_utils.Tensor(
-                "num_output_tokens", np.array([usage.completion_tokens], dtype=np.uint32)
+                OUTPUT_TOKENS_OUTPUT, np.array([usage.completion_tokens], dtype=np.uint32)
             ),
         ]
     )
@@ -81,24 +82,27 @@ def make_text_response(text: str) -> Any:
 
 
 def _text_tensor(text: str) -> Any:
-    return pb_utils.Tensor("text_output", np.array([text.encode("utf-8")], dtype=np.object_))
+    return pb_utils.Tensor(TEXT_OUTPUT, np.array([text.encode("utf-8")], dtype=np.object_))
 
 
-def invalid_argument(message: str) -> Any:
+def rejected(rule: str, message: str) -> Any:
+    """INVALID_ARG: the request broke `rule` and will never be served as sent."""
+    return _error(ErrorKind.REJECTED, rule, message, pb_utils.TritonError.INVALID_ARG)
+
+
+def unavailable(code: str, message: str) -> Any:
+    """UNAVAILABLE: a valid request the model cannot serve now."""
+    return _error(ErrorKind.UNAVAILABLE, code, message, pb_utils.TritonError.UNAVAILABLE)
+
+
+def internal_error(code: str, message: str) -> Any:
+    """INTERNAL: a valid request that failed in the engine."""
+    return _error(ErrorKind.INTERNAL, code, message, pb_utils.TritonError.INTERNAL)
+
+
+def _error(kind: str, code: str, message: str, status: Any) -> Any:
     return pb_utils.InferenceResponse(
-        error=pb_utils.TritonError(message, pb_utils.TritonError.INVALID_ARG)
-    )
-
-
-def unavailable(message: str) -> Any:
-    return pb_utils.InferenceResponse(
-        error=pb_utils.TritonError(message, pb_utils.TritonError.UNAVAILABLE)
-    )
-
-
-def internal_error(message: str) -> Any:
-    return pb_utils.InferenceResponse(
-        error=pb_utils.TritonError(message, pb_utils.TritonError.INTERNAL)
+        error=pb_utils.TritonError(error_message(kind, code, message), status)
     )
 
 
@@ -209,7 +213,7 @@ class ResponseSender:
 
 def _deliver(box: _Outbox) -> None:
     data_is_final = box.final and box.error is None
-    if box.has_data:
+    if box.usage is not None:  # set together with has_data
         text = "".join(box.text)
         if box.final:
             box.stream.send(make_response(text, box.finish_reason, box.usage),

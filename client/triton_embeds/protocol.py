@@ -1,0 +1,85 @@
+"""The model's wire contract as a client sees it: input and output names, the
+raw form of Triton's BYTES and BOOL tensors, and the `[kind:code] ` marker
+that starts every error message the model sends.
+
+The server's own copy is `embeds_backend/contract.py` beside `model.py` (the
+model directory must stand alone, so it cannot import this package); a unit
+test holds the two to each other. Tools and tests take names from here.
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+from dataclasses import dataclass
+from typing import Final
+
+# -- inputs ---------------------------------------------------------------------
+TEXT_INPUT: Final = "text_input"
+EMBEDS_FP32_INPUT: Final = "prompt_embeds"
+EMBEDS_FP16_INPUT: Final = "prompt_embeds_fp16"
+EMBEDS_BF16_INPUT: Final = "prompt_embeds_bf16"
+EMBEDS_BASE64_INPUT: Final = "prompt_embeds_base64"
+STREAM_INPUT: Final = "stream"
+SAMPLING_INPUT: Final = "sampling_parameters"
+EXCLUDE_INPUT: Final = "exclude_input_in_output"
+
+# Raw-tensor embeddings inputs and the Triton datatype each carries.
+EMBEDS_TENSOR_DATATYPES: Final = {
+    EMBEDS_FP32_INPUT: "FP32",
+    EMBEDS_FP16_INPUT: "FP16",
+    EMBEDS_BF16_INPUT: "BF16",
+}
+EMBEDS_INPUTS: Final = (*EMBEDS_TENSOR_DATATYPES, EMBEDS_BASE64_INPUT)
+
+# -- outputs --------------------------------------------------------------------
+TEXT_OUTPUT: Final = "text_output"
+FINISH_REASON_OUTPUT: Final = "finish_reason"
+INPUT_TOKENS_OUTPUT: Final = "num_input_tokens"
+OUTPUT_TOKENS_OUTPUT: Final = "num_output_tokens"
+# A streamed response before a request's last carries only the text.
+FINAL_OUTPUTS: Final = (TEXT_OUTPUT, FINISH_REASON_OUTPUT, INPUT_TOKENS_OUTPUT, OUTPUT_TOKENS_OUTPUT)
+
+
+# -- raw tensor contents (gRPC raw_input_contents) --------------------------------
+def bytes_element(value: str | bytes) -> bytes:
+    """A one-element BYTES tensor's raw form: a 4-byte little-endian length, then the bytes."""
+    data = value.encode("utf-8") if isinstance(value, str) else value
+    return struct.pack("<I", len(data)) + data
+
+
+def bool_element(value: bool) -> bytes:
+    """A one-element BOOL tensor's raw form."""
+    return b"\x01" if value else b"\x00"
+
+
+# -- errors -----------------------------------------------------------------------
+class ErrorKind:
+    """What the model's error messages say about the request, in their
+    `[kind:code] ` marker. Over gRPC streams and inside HTTP event streams
+    Triton carries a model's error as text alone, so the marker, not the
+    prose after it, is what a client classifies by."""
+
+    REJECTED: Final = "rejected"  # INVALID_ARG (HTTP 400): the request is wrong
+    UNAVAILABLE: Final = "unavailable"  # UNAVAILABLE (HTTP 503): retry later
+    INTERNAL: Final = "internal"  # INTERNAL (HTTP 500): a valid request failed
+
+
+ERROR_KINDS: Final = frozenset({ErrorKind.REJECTED, ErrorKind.UNAVAILABLE, ErrorKind.INTERNAL})
+_MARKER = re.compile(r"\[(?P<kind>[a-z_]+):(?P<code>[a-z0-9_]+)\] ")
+
+
+@dataclass(frozen=True)
+class ErrorMarker:
+    kind: str  # one of ERROR_KINDS
+    code: str  # the rule (rejections) or reason (unavailable, internal)
+
+
+def parse_error_marker(message: str) -> ErrorMarker | None:
+    """The marker of a model error message, wherever Triton placed the
+    message in its own text; None for errors that did not come from the model
+    (Triton's own: unknown model, bad input names, ...)."""
+    match = _MARKER.search(message)
+    if match is None or match["kind"] not in ERROR_KINDS:
+        return None
+    return ErrorMarker(match["kind"], match["code"])

@@ -1,0 +1,138 @@
+"""The model's wire contract, in one place: input and output tensors (name,
+Triton datatype, shape), the rule names rejections carry, and the error kinds
+clients classify errors by.
+
+`config.pbtxt`, the auto-complete (`triton_config`), request parsing and the
+responses all take their names from here; a unit test holds `config.pbtxt`
+and the client's `triton_embeds.protocol` to it. Nothing here imports torch
+or Triton, so the contract can be read anywhere.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Final
+
+# -- inputs ---------------------------------------------------------------------
+TEXT_INPUT: Final = "text_input"
+EMBEDS_FP32_INPUT: Final = "prompt_embeds"
+EMBEDS_FP16_INPUT: Final = "prompt_embeds_fp16"
+EMBEDS_BF16_INPUT: Final = "prompt_embeds_bf16"
+EMBEDS_BASE64_INPUT: Final = "prompt_embeds_base64"
+STREAM_INPUT: Final = "stream"
+SAMPLING_INPUT: Final = "sampling_parameters"
+EXCLUDE_INPUT: Final = "exclude_input_in_output"
+
+# -- outputs --------------------------------------------------------------------
+TEXT_OUTPUT: Final = "text_output"
+FINISH_REASON_OUTPUT: Final = "finish_reason"
+INPUT_TOKENS_OUTPUT: Final = "num_input_tokens"
+OUTPUT_TOKENS_OUTPUT: Final = "num_output_tokens"
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One input or output as config.pbtxt declares it."""
+
+    name: str
+    data_type: str  # Triton config type: TYPE_FP32, TYPE_STRING, ...
+    dims: tuple[int, ...]
+    optional: bool = False
+
+    @property
+    def wire_datatype(self) -> str:
+        """The datatype on the wire (KServe v2): FP32, BYTES, BOOL, ..."""
+        name = self.data_type.removeprefix("TYPE_")
+        return "BYTES" if name == "STRING" else name
+
+    def as_config(self) -> dict[str, Any]:
+        """The entry as Triton's auto-complete takes it."""
+        entry: dict[str, Any] = {"name": self.name, "data_type": self.data_type, "dims": list(self.dims)}
+        if self.optional:
+            entry["optional"] = True
+        return entry
+
+
+# Raw embeddings come as one tensor input per wire dtype: FP32 is what the
+# reference docs use, FP16/BF16 match GPU engines and halve the bytes.
+EMBEDS_TENSOR_INPUTS: Final = (EMBEDS_FP32_INPUT, EMBEDS_FP16_INPUT, EMBEDS_BF16_INPUT)
+EMBEDS_INPUTS: Final = (*EMBEDS_TENSOR_INPUTS, EMBEDS_BASE64_INPUT)
+STRING_INPUTS: Final = (TEXT_INPUT, SAMPLING_INPUT, EMBEDS_BASE64_INPUT)
+BOOL_INPUTS: Final = (STREAM_INPUT, EXCLUDE_INPUT)
+
+INPUTS: Final = (
+    TensorSpec(TEXT_INPUT, "TYPE_STRING", (1,), optional=True),
+    TensorSpec(EMBEDS_FP32_INPUT, "TYPE_FP32", (-1, -1), optional=True),
+    TensorSpec(EMBEDS_FP16_INPUT, "TYPE_FP16", (-1, -1), optional=True),
+    TensorSpec(EMBEDS_BF16_INPUT, "TYPE_BF16", (-1, -1), optional=True),
+    TensorSpec(EMBEDS_BASE64_INPUT, "TYPE_STRING", (1,), optional=True),
+    TensorSpec(STREAM_INPUT, "TYPE_BOOL", (1,), optional=True),
+    TensorSpec(SAMPLING_INPUT, "TYPE_STRING", (1,), optional=True),
+    TensorSpec(EXCLUDE_INPUT, "TYPE_BOOL", (1,), optional=True),
+)
+OUTPUTS: Final = (
+    TensorSpec(TEXT_OUTPUT, "TYPE_STRING", (-1,)),
+    TensorSpec(FINISH_REASON_OUTPUT, "TYPE_STRING", (-1,)),
+    TensorSpec(INPUT_TOKENS_OUTPUT, "TYPE_UINT32", (-1,)),
+    TensorSpec(OUTPUT_TOKENS_OUTPUT, "TYPE_UINT32", (-1,)),
+)
+# Streamed responses before a request's last carry the text alone; the last
+# carries every output.
+STREAMED_OUTPUTS: Final = (TEXT_OUTPUT,)
+FINAL_OUTPUTS: Final = tuple(spec.name for spec in OUTPUTS)
+
+
+# -- rules: why a request was refused (the embeds_rejections_total label) -------
+class Rule:
+    """Rule names, cheapest check first (SPEC's validation order)."""
+
+    EMBEDS_DISABLED: Final = "embeds_disabled"
+    MULTIPLE_EMBEDS: Final = "multiple_embeds"
+    NO_PROMPT: Final = "no_prompt"
+    BAD_TEXT: Final = "bad_text"
+    BAD_SAMPLING: Final = "bad_sampling"
+    EMBEDS_TOO_SMALL: Final = "embeds_too_small"
+    EMBEDS_TOO_LARGE: Final = "embeds_too_large"
+    BAD_BASE64: Final = "bad_base64"
+    NOT_A_TENSOR: Final = "not_a_tensor"
+    NOT_DENSE: Final = "not_dense"
+    BAD_SHAPE: Final = "bad_shape"
+    HIDDEN_SIZE: Final = "hidden_size"
+    BAD_DTYPE: Final = "bad_dtype"
+    NOT_FINITE: Final = "not_finite"
+    TOO_LONG: Final = "too_long"
+    # vLLM's own input validation refused what passed ours.
+    ENGINE_VALIDATION: Final = "engine_validation"
+
+
+# Codes of the requests the model could not serve now (UNAVAILABLE).
+class Unavailable:
+    CONCURRENCY_LIMIT: Final = "concurrency_limit"
+    ENGINE_RESTARTING: Final = "engine_restarting"
+    ENGINE_DOWN: Final = "engine_down"
+
+
+# Code of a valid request that failed inside the engine (INTERNAL).
+GENERATION_FAILED: Final = "generation_failed"
+
+RULES: Final = frozenset(value for key, value in vars(Rule).items() if not key.startswith("_"))
+UNAVAILABLE_CODES: Final = frozenset(
+    value for key, value in vars(Unavailable).items() if not key.startswith("_")
+)
+
+
+# -- error kinds: how a client tells a rejection from an outage -----------------
+class ErrorKind:
+    """The Triton status each kind is sent with is named beside it. Over gRPC
+    streams and inside HTTP event streams Triton passes the message alone, so
+    every message also starts with `[kind:code] `, which clients parse instead
+    of the prose after it."""
+
+    REJECTED: Final = "rejected"  # INVALID_ARG: HTTP 400, never worth a retry
+    UNAVAILABLE: Final = "unavailable"  # UNAVAILABLE: HTTP 503, retry later
+    INTERNAL: Final = "internal"  # INTERNAL: HTTP 500
+
+
+def error_message(kind: str, code: str, message: str) -> str:
+    """The text of an error response: a stable `[kind:code] ` marker, then prose."""
+    return f"[{kind}:{code}] {message}"

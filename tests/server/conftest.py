@@ -1,0 +1,56 @@
+"""A real tritonserver for the whole session, serving three vLLM models:
+`tiny` (random weights, embeddings on), `tiny_noembeds` (embeddings off) and
+`smollm2` (SmolLM2-135M-Instruct, where output meaning matters)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tools.models import ensure_models
+from tools.paths import SMOLLM2_DIR
+from tools.server.launcher import TritonServer, start_ready_server
+from tools.server.repository import tiny_engine_args, write_model
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        item.add_marker(pytest.mark.server)
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonServer]:
+    ensure_models()
+    repository = tmp_path_factory.mktemp("model_repository")
+    write_model(repository, "tiny", tiny_engine_args(), {"max_embeds_bytes": 10 * 1024 * 1024})
+    write_model(repository, "tiny_noembeds", tiny_engine_args(enable_prompt_embeds=False))
+    write_model(
+        repository,
+        "smollm2",
+        {
+            "model": str(SMOLLM2_DIR),
+            "enable_prompt_embeds": True,
+            "dtype": "float32",
+            "max_model_len": 4096,
+            "enforce_eager": True,
+        },
+    )
+    server = start_ready_server(repository, repository.parent / "tritonserver.log")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def grpc_url(server: TritonServer) -> str:
+    return server.grpc_url
+
+
+@pytest.fixture(scope="session")
+def http_url(server: TritonServer) -> str:
+    return server.http_url
+
+
+@pytest.fixture(scope="session")
+def metrics_url(server: TritonServer) -> str:
+    return server.metrics_url

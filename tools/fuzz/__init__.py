@@ -1,0 +1,2 @@
+"""The prompt-embeddings fuzzer: `python -m tools.fuzz --help`. The unit
+tests run the same generators and contract under Hypothesis."""

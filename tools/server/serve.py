@@ -1,0 +1,63 @@
+"""Serve the model repository with the bundled tritonserver until Ctrl-C.
+
+Usage: python -m tools.server.serve [--model-repository DIR] [--http-port 8000]
+       [--grpc-port 8001] [--metrics-port 8002] [-- extra tritonserver args]
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+from pathlib import Path
+
+from ..paths import MODEL_REPOSITORY
+from .launcher import Ports, TritonServer
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model-repository", type=Path, default=MODEL_REPOSITORY)
+    parser.add_argument("--http-port", type=int, default=8000)
+    parser.add_argument("--grpc-port", type=int, default=8001)
+    parser.add_argument("--metrics-port", type=int, default=8002)
+    parser.add_argument("extra", nargs="*", help="passed to tritonserver after --")
+    return parser.parse_args()
+
+
+def ready_banner(server: TritonServer, seconds: float, model: str) -> str:
+    return (
+        f"\nREADY in {seconds:.0f} s: HTTP {server.http_url}, gRPC {server.grpc_url}, "
+        f"metrics localhost:{server.ports.metrics}/metrics\n"
+        f"Try: curl -s -X POST http://{server.http_url}/v2/models/{model}/generate "
+        "-d '{\"text_input\": \"The capital of France is\", \"exclude_input_in_output\": true, "
+        "\"sampling_parameters\": \"{\\\"temperature\\\": 0, \\\"max_tokens\\\": 16}\"}'\n"
+        "Ctrl-C stops the server.\n"
+    )
+
+
+def main() -> None:
+    args = parse_args()
+    server = TritonServer(
+        args.model_repository.resolve(),
+        ports=Ports(args.http_port, args.grpc_port, args.metrics_port),
+        extra_args=args.extra,
+    )
+    # tritonserver runs in its own process group, so a terminal's Ctrl-C
+    # reaches only this process: it becomes KeyboardInterrupt, and stop()
+    # forwards it as SIGINT, waits for the models to unload and reaps the group.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    server.start()
+    try:
+        seconds = server.wait_ready(timeout_s=1800)
+        models = sorted(p.name for p in args.model_repository.iterdir() if (p / "config.pbtxt").exists())
+        print(ready_banner(server, seconds, models[0] if models else "vllm_model"), flush=True)
+        server.process.wait()
+    except KeyboardInterrupt:
+        print("\nstopping tritonserver...", flush=True)
+    finally:
+        server.stop()
+        print("tritonserver stopped", flush=True)
+
+
+if __name__ == "__main__":
+    main()
