@@ -53,9 +53,7 @@ def make_inputs(
     if stream is not None:
         inputs[STREAM_INPUT] = np.array([stream])
     if sampling is not None:
-        inputs[SAMPLING_INPUT] = string_array(
-            sampling if isinstance(sampling, str) else json.dumps(sampling)
-        )
+        inputs[SAMPLING_INPUT] = string_array(sampling if isinstance(sampling, str) else json.dumps(sampling))
     if exclude_input is not None:
         inputs[EXCLUDE_INPUT] = np.array([exclude_input])
     return inputs
@@ -167,7 +165,9 @@ def http_body(inputs: dict[str, np.ndarray]) -> dict | None:
     return body
 
 
-def http_generate(url: str, model: str, body: dict, stream: bool = False, timeout_s: float = 120) -> list[dict]:
+def http_generate(
+    url: str, model: str, body: dict, stream: bool = False, timeout_s: float = 120
+) -> list[dict]:
     """POST to /generate or /generate_stream; returns the JSON events."""
     endpoint = "generate_stream" if stream else "generate"
     request = urllib.request.Request(

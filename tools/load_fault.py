@@ -110,8 +110,10 @@ class ClientPool:
     setting), so streams spread over several HTTP/2 connections."""
 
     def __init__(self, grpc_url: str, per_transport: int) -> None:
-        self._clients = {t: [AsyncClient(grpc_url, transport=t) for _ in range(per_transport)]
-                         for t in ("binary", "base64")}
+        self._clients = {
+            t: [AsyncClient(grpc_url, transport=t) for _ in range(per_transport)]
+            for t in ("binary", "base64")
+        }
         self._next = 0
 
     def pick(self, transport: str | None) -> AsyncClient:
@@ -173,13 +175,29 @@ def start_doomed_clients(grpc_url: str, model: str, hidden: int, count: int, pla
     produced a token; they are then SIGKILLed (no goodbye on the socket)."""
     if count == 0:
         return []
-    per_process = [count // plan.kill_processes + (i < count % plan.kill_processes)
-                   for i in range(plan.kill_processes)]
+    per_process = [
+        count // plan.kill_processes + (i < count % plan.kill_processes) for i in range(plan.kill_processes)
+    ]
     children = []
     for index, streams in enumerate(n for n in per_process if n):
-        command = [sys.executable, "-m", "tools.load_fault", "--doomed-child", "--grpc-url", grpc_url, "--model", model,
-                   "--hidden", str(hidden), "--streams", str(streams), "--seed", str(plan.seed + index),
-                   "--long-tokens", str(plan.long_tokens)]
+        command = [
+            sys.executable,
+            "-m",
+            "tools.load_fault",
+            "--doomed-child",
+            "--grpc-url",
+            grpc_url,
+            "--model",
+            model,
+            "--hidden",
+            str(hidden),
+            "--streams",
+            str(streams),
+            "--seed",
+            str(plan.seed + index),
+            "--long-tokens",
+            str(plan.long_tokens),
+        ]
         children.append(subprocess.Popen(command, stdout=subprocess.PIPE, text=True))
     return children
 
@@ -196,7 +214,9 @@ def kill_when_streaming(children: list) -> int:
     return killed
 
 
-async def doomed_child(grpc_url: str, model: str, hidden: int, streams: int, seed: int, long_tokens: int) -> None:
+async def doomed_child(
+    grpc_url: str, model: str, hidden: int, streams: int, seed: int, long_tokens: int
+) -> None:
     rng = np.random.default_rng(seed)
     pool = ClientPool(grpc_url, per_transport=1)
     plan = LoadPlan(long_tokens=long_tokens)
@@ -242,7 +262,9 @@ def resources(server_pid: int) -> dict[str, int]:
     }
 
 
-async def wait_settled(metrics_url: str, model: str, before: dict[str, float], expected: int) -> dict[str, float]:
+async def wait_settled(
+    metrics_url: str, model: str, before: dict[str, float], expected: int
+) -> dict[str, float]:
     deadline = time.monotonic() + SETTLE_TIMEOUT_S
     while True:
         now = outcomes(metrics_url, model)
@@ -285,9 +307,12 @@ async def run_wave(grpc_url: str, model: str, hidden: int, plan: LoadPlan, tally
     return killed
 
 
-async def run_load_fault(grpc_url: str, metrics_url: str, server_pid: int, model: str, hidden: int,
-                         plan: LoadPlan) -> dict:
-    warmup = LoadPlan(streams=24, max_tokens=4, long_tokens=plan.long_tokens, kill_processes=1, seed=plan.seed + 99)
+async def run_load_fault(
+    grpc_url: str, metrics_url: str, server_pid: int, model: str, hidden: int, plan: LoadPlan
+) -> dict:
+    warmup = LoadPlan(
+        streams=24, max_tokens=4, long_tokens=plan.long_tokens, kill_processes=1, seed=plan.seed + 99
+    )
     warm_tally, warm_before = Tally(), outcomes(metrics_url, model)
     warm_killed = await run_wave(grpc_url, model, hidden, warmup, warm_tally)
     await wait_settled(metrics_url, model, warm_before, sum(warm_tally.sent.values()))
@@ -299,15 +324,35 @@ async def run_load_fault(grpc_url: str, metrics_url: str, server_pid: int, model
     expected = sum(tally.sent.values())
     server = await wait_settled(metrics_url, model, before_outcomes, expected)
     after_resources = resources(server_pid)
-    return report(plan, tally, killed, server, before_resources, after_resources, seconds,
-                  metric_value(metrics_url, "embeds_engine_unfinished_requests", model=model),
-                  warm_tally.unexpected + ([] if warm_killed else ["warm-up killed nothing"]))
+    return report(
+        plan,
+        tally,
+        killed,
+        server,
+        before_resources,
+        after_resources,
+        seconds,
+        metric_value(metrics_url, "embeds_engine_unfinished_requests", model=model),
+        warm_tally.unexpected + ([] if warm_killed else ["warm-up killed nothing"]),
+    )
 
 
-def report(plan: LoadPlan, tally: Tally, killed: int, server: dict[str, float], before: dict, after: dict,
-           seconds: float, unfinished: float, warm_problems: list[str]) -> dict:
-    lost = (tally.sent["complete"] - tally.completed_ok) + (tally.sent["cancel"] - tally.cancelled) \
+def report(
+    plan: LoadPlan,
+    tally: Tally,
+    killed: int,
+    server: dict[str, float],
+    before: dict,
+    after: dict,
+    seconds: float,
+    unfinished: float,
+    warm_problems: list[str],
+) -> dict:
+    lost = (
+        (tally.sent["complete"] - tally.completed_ok)
+        + (tally.sent["cancel"] - tally.cancelled)
         + (tally.sent["invalid"] - tally.rejected_ok)
+    )
     problems = list(warm_problems) + tally.unexpected
     ended_early = tally.sent["cancel"] + killed
     checks = {
@@ -315,7 +360,8 @@ def report(plan: LoadPlan, tally: Tally, killed: int, server: dict[str, float], 
         # A cancel that reaches the server after the last token finds nothing
         # to abort: such a stream is counted as completed, never lost.
         "cancelled/killed streams each ended once": server["completed"] + server["cancelled"]
-        == tally.sent["complete"] + ended_early and server["completed"] >= tally.sent["complete"],
+        == tally.sent["complete"] + ended_early
+        and server["completed"] >= tally.sent["complete"],
         "some cancellations aborted generation": server["cancelled"] > 0 or ended_early == 0,
         "server rejected == invalid": server["rejected"] == tally.sent["invalid"],
         "no unavailable or failed": server["unavailable"] == 0 and server["failed"] == 0,
@@ -327,12 +373,24 @@ def report(plan: LoadPlan, tally: Tally, killed: int, server: dict[str, float], 
         "same number of server processes": after["processes"] == before["processes"],
     }
     return {
-        "plan": asdict(plan), "seconds": round(seconds, 1), "sent": dict(tally.sent),
-        "client": {"completed_with_right_tokens": tally.completed_ok, "wrong_token_count": tally.wrong_token_count,
-                   "cancelled": tally.cancelled, "rejected": tally.rejected_ok, "killed": killed,
-                   "peak_open_streams": tally.peak_open_streams + killed},
-        "server_final_responses": server, "resources_before": before, "resources_after": after,
-        "unfinished_engine_requests": unfinished, "lost": lost, "problems": problems[:20], "checks": checks,
+        "plan": asdict(plan),
+        "seconds": round(seconds, 1),
+        "sent": dict(tally.sent),
+        "client": {
+            "completed_with_right_tokens": tally.completed_ok,
+            "wrong_token_count": tally.wrong_token_count,
+            "cancelled": tally.cancelled,
+            "rejected": tally.rejected_ok,
+            "killed": killed,
+            "peak_open_streams": tally.peak_open_streams + killed,
+        },
+        "server_final_responses": server,
+        "resources_before": before,
+        "resources_after": after,
+        "unfinished_engine_requests": unfinished,
+        "lost": lost,
+        "problems": problems[:20],
+        "checks": checks,
         "ok": all(checks.values()),
     }
 
@@ -355,7 +413,11 @@ def own_server():
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m tools.load_fault",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--grpc-url", help="a running server (default: start one with the tiny model)")
     parser.add_argument("--metrics-url")
     parser.add_argument("--server-pid", type=int, help="tritonserver's pid, for the leak checks")
@@ -376,11 +438,19 @@ def parse_args() -> argparse.Namespace:
 def main() -> int:
     args = parse_args()
     if args.doomed_child:
-        asyncio.run(doomed_child(args.grpc_url, args.model, args.hidden, args.streams, args.seed, args.long_tokens))
+        asyncio.run(
+            doomed_child(args.grpc_url, args.model, args.hidden, args.streams, args.seed, args.long_tokens)
+        )
         return 0
-    plan = LoadPlan(streams=args.streams, cancel_share=args.cancel_share, invalid_share=args.invalid_share,
-                    kill_share=args.kill_share, max_tokens=args.max_tokens, long_tokens=args.long_tokens,
-                    seed=args.seed)
+    plan = LoadPlan(
+        streams=args.streams,
+        cancel_share=args.cancel_share,
+        invalid_share=args.invalid_share,
+        kill_share=args.kill_share,
+        max_tokens=args.max_tokens,
+        long_tokens=args.long_tokens,
+        seed=args.seed,
+    )
     server = None
     if args.grpc_url:
         grpc_url, metrics_url, pid, hidden = args.grpc_url, args.metrics_url, args.server_pid, args.hidden

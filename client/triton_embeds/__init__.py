@@ -1,9 +1,9 @@
 """OpenAI-style client for Triton models that take text or prompt embeddings.
 
-    from triton_embeds import Client, encode_prompt_embeds
+from triton_embeds import Client, encode_prompt_embeds
 
-    client = Client("localhost:8001")  # gRPC; Client("http://localhost:8000") for HTTP
-    completion = client.completions.create(model="vllm_model", prompt_embeds=tensor, max_tokens=16)
+client = Client("localhost:8001")  # gRPC; Client("http://localhost:8000") for HTTP
+completion = client.completions.create(model="vllm_model", prompt_embeds=tensor, max_tokens=16)
 """
 
 from ._client import AsyncClient, Client
@@ -24,20 +24,20 @@ from ._text_embeddings import text_to_embeddings
 from ._types import ModelList
 
 __all__ = [
-    "Client",
-    "AsyncClient",
-    "Stream",
-    "AsyncStream",
-    "ModelList",
-    "encode_prompt_embeds",
-    "text_to_embeddings",
-    "TritonEmbedsError",
+    "APIConnectionError",
     "APIError",
     "APIStatusError",
-    "BadRequestError",
-    "NotFoundError",
-    "InternalServerError",
-    "ServiceUnavailableError",
-    "APIConnectionError",
     "APITimeoutError",
+    "AsyncClient",
+    "AsyncStream",
+    "BadRequestError",
+    "Client",
+    "InternalServerError",
+    "ModelList",
+    "NotFoundError",
+    "ServiceUnavailableError",
+    "Stream",
+    "TritonEmbedsError",
+    "encode_prompt_embeds",
+    "text_to_embeddings",
 ]

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from contextlib import aclosing
 from collections.abc import AsyncGenerator, Coroutine
+from contextlib import aclosing
 from typing import Any, TypeVar
 
 from ._errors import APITimeoutError
@@ -106,7 +106,7 @@ class LoopThread:
             if loop is None:
                 raise RuntimeError("loop not running")
             loop.call_soon_threadsafe(lambda: asyncio.ensure_future(coroutine))
-        except Exception:  # stopped, closed, or the interpreter is exiting
+        except Exception:  # noqa: BLE001 - stopped, closed, or the interpreter is exiting
             coroutine.close()
 
     def stop(self) -> None:

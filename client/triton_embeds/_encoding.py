@@ -11,7 +11,8 @@ from __future__ import annotations
 import base64
 import io
 import sys
-from typing import Any, Collection, Union
+from collections.abc import Collection
+from typing import Any
 
 import numpy as np
 
@@ -22,7 +23,7 @@ from .protocol import EMBEDS_FP32_INPUT as FP32_INPUT
 
 # One prompt's embeddings before encoding: an (S, H) tensor or array, or an
 # already encoded base64 string.
-EmbedsItem = Union[np.ndarray, Any, str]
+EmbedsItem = Any  # np.ndarray | torch.Tensor | str; torch is optional
 
 
 def encode_prompt_embeds(tensor: Any) -> str:
@@ -36,7 +37,9 @@ def encode_prompt_embeds(tensor: Any) -> str:
     if isinstance(tensor, np.ndarray):
         tensor = torch.from_numpy(tensor)
     if not isinstance(tensor, torch.Tensor):
-        raise TypeError(f"encode_prompt_embeds takes a torch.Tensor or numpy array, got {type(tensor).__name__}")
+        raise TypeError(
+            f"encode_prompt_embeds takes a torch.Tensor or numpy array, got {type(tensor).__name__}"
+        )
     buffer = io.BytesIO()
     torch.save(_compact(tensor.detach().cpu()), buffer)
     return base64.b64encode(buffer.getvalue()).decode("ascii")

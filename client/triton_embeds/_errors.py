@@ -20,15 +20,15 @@ from __future__ import annotations
 from .protocol import ErrorKind, parse_error_marker
 
 __all__ = [
-    "TritonEmbedsError",
+    "APIConnectionError",
     "APIError",
     "APIStatusError",
-    "BadRequestError",
-    "NotFoundError",
-    "InternalServerError",
-    "ServiceUnavailableError",
-    "APIConnectionError",
     "APITimeoutError",
+    "BadRequestError",
+    "InternalServerError",
+    "NotFoundError",
+    "ServiceUnavailableError",
+    "TritonEmbedsError",
 ]
 
 

@@ -6,8 +6,8 @@ stream that nothing else references cancels the request on the server.
 
 from __future__ import annotations
 
-from contextlib import aclosing
 from collections.abc import AsyncGenerator
+from contextlib import aclosing
 from typing import Any, Generic, TypeVar
 
 from ._concurrency import LoopThread

@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from contextlib import aclosing, contextmanager
 from collections.abc import AsyncGenerator, Iterator
+from contextlib import aclosing, contextmanager
 from typing import Any
 from urllib.parse import quote
 
@@ -156,7 +156,7 @@ async def _sse_events(response: aiohttp.ClientResponse) -> AsyncGenerator[dict[s
         line = raw_line.decode("utf-8").strip()
         if not line.startswith("data:"):
             continue
-        event = json.loads(line[len("data:"):])
+        event = json.loads(line[len("data:") :])
         if "error" in event:
             raise error_from_message(str(event["error"]))
         yield event
@@ -166,7 +166,7 @@ def _decode_event(content: bytes) -> dict[str, Any]:
     """One JSON object; error replies of generate_stream come as an SSE line."""
     text = content.decode("utf-8", errors="replace").strip()
     if text.startswith("data:"):
-        text = text[len("data:"):].strip()
+        text = text[len("data:") :].strip()
     try:
         value = json.loads(text) if text else {}
     except json.JSONDecodeError:

@@ -7,8 +7,9 @@ free of any transport so gRPC and HTTP can share everything above them.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 from openai.types import Model
 

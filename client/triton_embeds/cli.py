@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from ._client import Client
 from ._errors import TritonEmbedsError
@@ -45,8 +46,12 @@ def request_arguments(args: argparse.Namespace) -> dict[str, Any]:
         {"prompt_embeds": args.embeds.read_bytes()} if args.embeds else {"prompt": args.prompt}
     )
     return {
-        "model": args.model, "max_tokens": args.max_tokens, "temperature": args.temperature,
-        "seed": args.seed, "timeout": args.timeout, **prompt,
+        "model": args.model,
+        "max_tokens": args.max_tokens,
+        "temperature": args.temperature,
+        "seed": args.seed,
+        "timeout": args.timeout,
+        **prompt,
     }
 
 
@@ -70,7 +75,9 @@ def run(client: Client, args: argparse.Namespace) -> None:
                 usage = chunk.usage or usage
         print()
     if usage is not None:
-        print(f"[{usage.prompt_tokens} prompt + {usage.completion_tokens} completion tokens]", file=sys.stderr)
+        print(
+            f"[{usage.prompt_tokens} prompt + {usage.completion_tokens} completion tokens]", file=sys.stderr
+        )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -20,7 +20,10 @@ from tools.paths import ROOT
 def test_smoke_run_measures_every_path(tmp_path: Path) -> None:
     run = subprocess.run(
         [sys.executable, "-m", "tools.bench", "--smoke", "--out", str(tmp_path)],
-        capture_output=True, text=True, timeout=1700, cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=1700,
+        cwd=ROOT,
     )
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
     report = json.loads((tmp_path / "serving.json").read_text())

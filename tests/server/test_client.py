@@ -83,6 +83,7 @@ def greedy(client: te.Client, **kwargs):
 
 # -- models and text ---------------------------------------------------------
 
+
 def test_models_list_has_the_served_models(client):
     models = client.models.list()
     assert {"tiny", "tiny_noembeds", "smollm2"} <= {model.id for model in models}
@@ -91,7 +92,9 @@ def test_models_list_has_the_served_models(client):
 
 def test_text_completion_matches_tritonclient(client, grpc_url):
     completion = greedy(client, prompt="Hello world")
-    reference = grpc_infer(grpc_url, "tiny", make_inputs(text="Hello world", exclude_input=True, sampling=GREEDY))
+    reference = grpc_infer(
+        grpc_url, "tiny", make_inputs(text="Hello world", exclude_input=True, sampling=GREEDY)
+    )
     assert completion.object == "text_completion" and completion.model == "tiny"
     assert completion.choices[0].text == reference.text
     assert completion.choices[0].finish_reason == "length"
@@ -103,7 +106,10 @@ def test_text_completion_matches_tritonclient(client, grpc_url):
 def test_stop_and_extra_sampling_keys_reach_the_engine(client):
     full = greedy(client, prompt="Hello world", max_tokens=12)
     forced = client.completions.create(
-        model="tiny", prompt="Hello world", max_tokens=12, temperature=0,
+        model="tiny",
+        prompt="Hello world",
+        max_tokens=12,
+        temperature=0,
         extra_body={"ignore_eos": True, "min_tokens": 12},
     )
     assert forced.usage.completion_tokens == 12 and forced.choices[0].finish_reason == "length"
@@ -115,6 +121,7 @@ def test_stop_and_extra_sampling_keys_reach_the_engine(client):
 
 
 # -- prompt embeddings ---------------------------------------------------------
+
 
 @pytest.mark.parametrize("form", ["torch", "numpy", "base64", "bytes", "batch_of_one", "list_of_one"])
 def test_every_embeds_form_gives_the_same_greedy_text(client, embeds, baseline, form):
@@ -163,7 +170,9 @@ def test_batch_gives_one_choice_per_prompt_in_order(client):
     assert [choice.text for choice in completion.choices] == singles
     assert completion.usage.prompt_tokens == 3 * SEQ
     assert completion.usage.completion_tokens == 3 * 8
-    mixed = greedy(client, prompt_embeds=[batch[0], te.encode_prompt_embeds(batch[1]), torch_save_bytes(batch[2])])
+    mixed = greedy(
+        client, prompt_embeds=[batch[0], te.encode_prompt_embeds(batch[1]), torch_save_bytes(batch[2])]
+    )
     assert [choice.text for choice in mixed.choices] == singles
 
 
@@ -178,6 +187,7 @@ def test_vllm_docs_example_runs(client, embeds, baseline):
 
 
 # -- streaming -----------------------------------------------------------------
+
 
 def test_stream_concatenates_to_the_non_streamed_text(client, embeds, baseline):
     chunks = list(greedy(client, prompt_embeds=embeds, stream=True))
@@ -201,6 +211,7 @@ def test_stream_include_usage_ends_with_a_usage_chunk(client):
 
 
 # -- cancellation --------------------------------------------------------------
+
 
 def wait_for_unfinished(metrics_url: str, done: Callable[[float], bool]) -> float:
     """smollm2's unfinished engine requests: a gauge the model refreshes
@@ -249,10 +260,14 @@ def test_timeout_cancels_the_request(client, metrics_url, stream):
 
 # -- errors --------------------------------------------------------------------
 
+
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        ({"prompt_embeds": exact_embeds((3, 64))}, "hidden size 64 does not match the model's hidden size 128"),
+        (
+            {"prompt_embeds": exact_embeds((3, 64))},
+            "hidden size 64 does not match the model's hidden size 128",
+        ),
         ({"prompt_embeds": torch.full((3, HIDDEN), float("nan"))}, "must be finite"),
         ({"prompt_embeds": base64.b64encode(b"tiny").decode()}, "below the minimum of 100 bytes"),
         ({"prompt_embeds": exact_embeds((500, HIDDEN))}, "exceeds the model's context length of 512"),
@@ -312,6 +327,7 @@ def test_errors_share_one_base():
 
 # -- async client ----------------------------------------------------------------
 
+
 def test_async_client_matches_the_sync_one(clients, protocol, grpc_url, http_url, embeds, baseline):
     batch = exact_embeds((3, SEQ, HIDDEN), seed=1)
     expected_batch = [choice.text for choice in greedy(clients[protocol], prompt_embeds=batch).choices]
@@ -322,7 +338,11 @@ def test_async_client_matches_the_sync_one(clients, protocol, grpc_url, http_url
             single = await client.completions.create(model="tiny", prompt_embeds=embeds, **GREEDY)
             many = await client.completions.create(model="tiny", prompt_embeds=batch, **GREEDY)
             stream = await client.completions.create(
-                model="tiny", prompt_embeds=embeds, stream=True, stream_options={"include_usage": True}, **GREEDY
+                model="tiny",
+                prompt_embeds=embeds,
+                stream=True,
+                stream_options={"include_usage": True},
+                **GREEDY,
             )
             chunks = [chunk async for chunk in stream]
             return models, single, many, chunks
@@ -338,7 +358,9 @@ def test_async_client_matches_the_sync_one(clients, protocol, grpc_url, http_url
 def test_async_stream_close_cancels_the_request(clients, protocol, grpc_url, http_url, metrics_url):
     async def scenario():
         async with te.AsyncClient(url_for(protocol, grpc_url, http_url)) as client:
-            stream = await client.completions.create(model="smollm2", prompt="Tell me a story.", stream=True, **LONG)
+            stream = await client.completions.create(
+                model="smollm2", prompt="Tell me a story.", stream=True, **LONG
+            )
             async with stream:
                 first = await stream.__anext__()
                 running = await asyncio.to_thread(wait_until_running, metrics_url)
@@ -362,13 +384,16 @@ def test_async_errors_are_the_same_classes(protocol, grpc_url, http_url):
 
 # -- helpers and CLI -------------------------------------------------------------
 
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
 def test_encode_prompt_embeds_round_trips_bit_exactly(dtype):
     tensor = torch.randn(5, 7, dtype=torch.float32).to(dtype)
     decoded = torch.load(io.BytesIO(base64.b64decode(te.encode_prompt_embeds(tensor))), weights_only=True)
     assert decoded.dtype == dtype and decoded.shape == tensor.shape
-    assert torch.equal(decoded.view(torch.int16 if dtype != torch.float32 else torch.int32),
-                       tensor.view(torch.int16 if dtype != torch.float32 else torch.int32))
+    assert torch.equal(
+        decoded.view(torch.int16 if dtype != torch.float32 else torch.int32),
+        tensor.view(torch.int16 if dtype != torch.float32 else torch.int32),
+    )
 
 
 def test_encode_prompt_embeds_saves_only_a_views_own_values():
@@ -398,7 +423,9 @@ def test_text_to_embeddings_generates_like_the_text(clients):
     assert embeddings.dtype == torch.float32 and embeddings.shape[1] == 576
     client = clients["grpc"]
     from_text = client.completions.create(model="smollm2", prompt=prompt, max_tokens=8, temperature=0)
-    from_embeds = client.completions.create(model="smollm2", prompt_embeds=embeddings, max_tokens=8, temperature=0)
+    from_embeds = client.completions.create(
+        model="smollm2", prompt_embeds=embeddings, max_tokens=8, temperature=0
+    )
     assert from_embeds.choices[0].text == from_text.choices[0].text
     assert from_embeds.usage.prompt_tokens == from_text.usage.prompt_tokens == embeddings.shape[0]
 
@@ -406,13 +433,44 @@ def test_text_to_embeddings_generates_like_the_text(clients):
 def test_cli_streams_text_and_embeddings(grpc_url, http_url, embeds, baseline, tmp_path, capsys):
     path = tmp_path / "prompt.pt"
     torch.save(embeds, path)
-    assert cli_main(["--url", grpc_url, "--model", "tiny", "--embeds", str(path),
-                     "--max-tokens", "8", "--temperature", "0"]) == 0
+    assert (
+        cli_main(
+            [
+                "--url",
+                grpc_url,
+                "--model",
+                "tiny",
+                "--embeds",
+                str(path),
+                "--max-tokens",
+                "8",
+                "--temperature",
+                "0",
+            ]
+        )
+        == 0
+    )
     out, err = capsys.readouterr()
     assert out == baseline + "\n"
     assert f"[{SEQ} prompt + 8 completion tokens]" in err
-    assert cli_main(["--url", f"http://{http_url}", "--model", "tiny", "--no-stream", "--embeds", str(path),
-                     "--max-tokens", "8", "--temperature", "0"]) == 0
+    assert (
+        cli_main(
+            [
+                "--url",
+                f"http://{http_url}",
+                "--model",
+                "tiny",
+                "--no-stream",
+                "--embeds",
+                str(path),
+                "--max-tokens",
+                "8",
+                "--temperature",
+                "0",
+            ]
+        )
+        == 0
+    )
     assert capsys.readouterr().out == baseline + "\n"
     assert cli_main(["--url", grpc_url, "--model", "no_such_model", "Hi"]) == 1
     assert "NotFoundError" in capsys.readouterr().err

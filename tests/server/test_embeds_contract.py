@@ -48,7 +48,9 @@ def test_batch_dimension_of_one_is_squeezed(grpc_url, embeds, baseline):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16, torch.float64])
 def test_every_float_dtype_gives_the_same_tokens(grpc_url, embeds, baseline, dtype):
-    result = grpc_infer(grpc_url, "tiny", make_inputs(embeds_b64=torch_b64(embeds.to(dtype)), sampling=GREEDY))
+    result = grpc_infer(
+        grpc_url, "tiny", make_inputs(embeds_b64=torch_b64(embeds.to(dtype)), sampling=GREEDY)
+    )
     assert result.text == baseline
 
 
@@ -75,19 +77,29 @@ def test_streaming_concatenation_equals_non_streaming(grpc_url, embeds, baseline
 
 def test_max_tokens_is_honoured(grpc_url, embeds):
     for max_tokens in (1, 5, 13):
-        result = grpc_infer(grpc_url, "tiny", make_inputs(
-            embeds=embeds.numpy(), sampling={"temperature": 0, "max_tokens": max_tokens, "ignore_eos": True}))
+        result = grpc_infer(
+            grpc_url,
+            "tiny",
+            make_inputs(
+                embeds=embeds.numpy(),
+                sampling={"temperature": 0, "max_tokens": max_tokens, "ignore_eos": True},
+            ),
+        )
         assert result.completion_tokens == max_tokens
 
 
 def test_base64_over_http(http_url, embeds, baseline):
-    body = {"prompt_embeds_base64": torch_b64(embeds), "sampling_parameters": '{"temperature": 0, "max_tokens": 8}'}
+    body = {
+        "prompt_embeds_base64": torch_b64(embeds),
+        "sampling_parameters": '{"temperature": 0, "max_tokens": 8}',
+    }
     events = http_generate(http_url, "tiny", body)
     assert events[0]["text_output"] == baseline
     assert events[0]["num_input_tokens"] == 6
 
 
 # -- SmolLM2: embeddings that equal the model's own input embeddings -------------
+
 
 @pytest.fixture(scope="module")
 def smollm2_prompt():
@@ -115,20 +127,28 @@ def test_own_input_embeddings_reproduce_the_text_output(grpc_url, smollm2_prompt
 def test_large_embeds_over_grpc_and_http(grpc_url, http_url):
     sampling = {"temperature": 0, "max_tokens": 2}
     raw = bf16_exact((3000, 576), seed=1)  # 6.9 MB of float32
-    as_tensor = grpc_infer(grpc_url, "smollm2", make_inputs(embeds=raw.numpy(), sampling=sampling), timeout_s=300)
+    as_tensor = grpc_infer(
+        grpc_url, "smollm2", make_inputs(embeds=raw.numpy(), sampling=sampling), timeout_s=300
+    )
     assert as_tensor.error is None and as_tensor.prompt_tokens == 3000
     wide = bf16_exact((1500, 576), seed=2).double()  # 6.9 MB as float64
     encoded = torch_b64(wide)
-    as_b64 = grpc_infer(grpc_url, "smollm2", make_inputs(embeds_b64=encoded, sampling=sampling), timeout_s=300)
+    as_b64 = grpc_infer(
+        grpc_url, "smollm2", make_inputs(embeds_b64=encoded, sampling=sampling), timeout_s=300
+    )
     assert as_b64.error is None and as_b64.prompt_tokens == 1500
-    events = http_generate(http_url, "smollm2", {"prompt_embeds_base64": encoded,
-                                                  "sampling_parameters": '{"temperature": 0, "max_tokens": 2}'},
-                           timeout_s=300)
+    events = http_generate(
+        http_url,
+        "smollm2",
+        {"prompt_embeds_base64": encoded, "sampling_parameters": '{"temperature": 0, "max_tokens": 2}'},
+        timeout_s=300,
+    )
     assert events[0]["text_output"] == as_b64.text
     assert events[0]["num_input_tokens"] == 1500
 
 
 # -- concurrency and cancellation --------------------------------------------------
+
 
 def test_mixed_concurrent_requests_are_all_correct(grpc_url):
     cases = []

@@ -81,10 +81,14 @@ def test_engine_death_fails_fast_then_recovers_in_place(fault_server):
     stub, engines = model_processes(fault_server, "tiny_faults")
     assert len(engines) == 1, [_title(p) for p in engines]
 
-    running = StreamCall(grpc_url, "tiny_faults", make_inputs(text="hello", stream=True, sampling=LONG_STREAM))
+    running = StreamCall(
+        grpc_url, "tiny_faults", make_inputs(text="hello", stream=True, sampling=LONG_STREAM)
+    )
     # Kill as soon as the engine holds the request (the client may read its
     # first token later than the engine produces its last).
-    held = wait_for_metric(metrics, "embeds_engine_unfinished_requests", lambda v: v == 1, 30, model="tiny_faults")
+    held = wait_for_metric(
+        metrics, "embeds_engine_unfinished_requests", lambda v: v == 1, 30, model="tiny_faults"
+    )
     assert held == 1
     killed_at = time.monotonic()
     os.kill(engines[0].pid, signal.SIGKILL)
@@ -106,8 +110,10 @@ def test_engine_death_fails_fast_then_recovers_in_place(fault_server):
         time.sleep(0.5)
         recovered = grpc_infer(grpc_url, "tiny_faults", request)
     recovery_seconds = time.monotonic() - killed_at
-    print(f"\nin-flight request failed {fail_seconds:.2f} s after the kill; "
-          f"serving again after {recovery_seconds:.1f} s")
+    print(
+        f"\nin-flight request failed {fail_seconds:.2f} s after the kill; "
+        f"serving again after {recovery_seconds:.1f} s"
+    )
     assert recovered.text == reference
     assert metric_value(metrics, "embeds_engine_restarts_total", model="tiny_faults") == 1
     assert metric_value(metrics, "embeds_engine_ready", model="tiny_faults") == 1

@@ -92,8 +92,10 @@ def test_corpus_leaves_processes_engines_and_memory_unchanged(server, metrics_ur
     for _ in range(2):
         send_corpus(server)
     rss_after = server_rss(server)
-    print(f"\nserver RSS over two corpus passes ({2 * len(CORPUS)} payloads): "
-          f"{rss_before / 2**20:.0f} MiB -> {rss_after / 2**20:.0f} MiB")
+    print(
+        f"\nserver RSS over two corpus passes ({2 * len(CORPUS)} payloads): "
+        f"{rss_before / 2**20:.0f} MiB -> {rss_after / 2**20:.0f} MiB"
+    )
     assert server_processes(server) == reference["processes"]
     assert metric_value(metrics_url, "embeds_engine_restarts_total", model="tiny") == 0
     assert metric_value(metrics_url, "embeds_engine_unfinished_requests", model="tiny") == 0
@@ -131,8 +133,9 @@ def test_values_and_lengths_at_the_limits_are_served(server):
 
     edge = good().numpy().astype(np.float16)
     edge[0, :4] = [65504, -65504, 6e-8, -6e-8]  # fp16's largest and smallest magnitudes
-    at_max = grpc_infer(server.grpc_url, "tiny", make_inputs(embeds=edge, embeds_name=EMBEDS_FP16_INPUT,
-                                                             sampling=GREEDY))
+    at_max = grpc_infer(
+        server.grpc_url, "tiny", make_inputs(embeds=edge, embeds_name=EMBEDS_FP16_INPUT, sampling=GREEDY)
+    )
     assert at_max.error is None and at_max.completion_tokens == GREEDY["max_tokens"]
     full = good(512 - GREEDY["max_tokens"]).numpy()
     at_context = grpc_infer(server.grpc_url, "tiny", make_inputs(embeds=full, sampling=GREEDY))

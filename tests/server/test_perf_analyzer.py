@@ -38,10 +38,15 @@ def perf_analyzer() -> Path:
 
 def smoke_run(grpc_url: str, spec: InputSpec, out_dir: Path) -> PerfRun:
     return PerfRun(
-        url=grpc_url, model="tiny", input_data=write_input_data(spec, out_dir / "input.json"),
-        out_dir=out_dir, concurrency="2", request_count=8,
+        url=grpc_url,
+        model="tiny",
+        input_data=write_input_data(spec, out_dir / "input.json"),
+        out_dir=out_dir,
+        concurrency="2",
+        request_count=8,
         # Smoke only: any stable-or-not window is a result; the 2-core CI box is noisy.
-        stability_percentage=1000, max_trials=3,
+        stability_percentage=1000,
+        max_trials=3,
     )
 
 
@@ -100,14 +105,17 @@ def test_text_prompts_fit_the_tokenizer_exactly():
 
     tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
     lengths = {len(tokenizer(e[TEXT_INPUT][0], add_special_tokens=False)["input_ids"]) for e in entries}
-    assert max(lengths) <= spec.seq_len and min(lengths) >= spec.seq_len - 1  # re-tokenising may merge one pair
+    assert (
+        max(lengths) <= spec.seq_len and min(lengths) >= spec.seq_len - 1
+    )  # re-tokenising may merge one pair
     assert entries[0][EXCLUDE_INPUT] == [True]
 
 
 def test_packages_index_and_deb_reading(tmp_path):
     index = debian_runtime.parse_packages_index(
         "Package: libc6\nVersion: 2.41\nFilename: pool/main/g/glibc/libc6.deb\nSHA256: ab\n"
-        "Description: x\n more text: with a colon\n\nPackage: zlib1g\nFilename: pool/z.deb\n")
+        "Description: x\n more text: with a colon\n\nPackage: zlib1g\nFilename: pool/z.deb\n"
+    )
     assert index["libc6"]["Filename"] == "pool/main/g/glibc/libc6.deb" and "zlib1g" in index
     triplet = debian_runtime.host_arch().triplet
     deb = fake_deb({f"./usr/lib/{triplet}/libdemo.so.1": b"ELF", "./usr/share/doc/demo": b"doc"})

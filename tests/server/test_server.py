@@ -38,7 +38,11 @@ def test_text_streams_a_response_per_step_over_grpc(grpc_url):
 
 
 def test_text_streams_over_http_sse(http_url):
-    body = {TEXT_INPUT: "Hello world", STREAM_INPUT: True, SAMPLING_INPUT: '{"temperature": 0, "max_tokens": 6}'}
+    body = {
+        TEXT_INPUT: "Hello world",
+        STREAM_INPUT: True,
+        SAMPLING_INPUT: '{"temperature": 0, "max_tokens": 6}',
+    }
     events = http_generate(http_url, "tiny", body, stream=True)
     assert 1 < len(events) <= 6
     assert all("text_output" in event and not LAST_RESPONSE_ONLY & event.keys() for event in events[:-1])
@@ -47,10 +51,19 @@ def test_text_streams_over_http_sse(http_url):
 
 
 def test_non_streaming_returns_one_response(grpc_url, http_url):
-    result = grpc_infer(grpc_url, "tiny", make_inputs(text="Hello world", exclude_input=True, sampling=GREEDY))
+    result = grpc_infer(
+        grpc_url, "tiny", make_inputs(text="Hello world", exclude_input=True, sampling=GREEDY)
+    )
     assert len(result.chunks) == 1 and result.completion_tokens == 8
-    events = http_generate(http_url, "tiny", {TEXT_INPUT: "Hello world", EXCLUDE_INPUT: True,
-                                               SAMPLING_INPUT: '{"temperature": 0, "max_tokens": 8}'})
+    events = http_generate(
+        http_url,
+        "tiny",
+        {
+            TEXT_INPUT: "Hello world",
+            EXCLUDE_INPUT: True,
+            SAMPLING_INPUT: '{"temperature": 0, "max_tokens": 8}',
+        },
+    )
     assert len(events) == 1
     assert events[0]["text_output"] == result.text
 
@@ -74,7 +87,8 @@ def smollm2_chat_prompt(question: str) -> str:
 def test_smollm2_knows_the_capital_of_france(grpc_url):
     prompt = smollm2_chat_prompt("What is the capital of France?")
     result = grpc_infer(
-        grpc_url, "smollm2",
+        grpc_url,
+        "smollm2",
         make_inputs(text=prompt, exclude_input=True, sampling={"temperature": 0, "max_tokens": 24}),
     )
     assert result.error is None
@@ -91,6 +105,6 @@ def test_shutdown_leaves_no_child_processes(tmp_path):
     assert children, "the python backend stub and the engine run as child processes"
     server.stop()
     assert server.process.returncode == 0
-    gone, alive = psutil.wait_procs(children, timeout=30)
+    _gone, alive = psutil.wait_procs(children, timeout=30)
     assert not alive, f"left running: {[p.pid for p in alive]}"
     assert "Segfault" not in (tmp_path / "server.log").read_text()

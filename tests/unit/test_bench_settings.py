@@ -21,8 +21,9 @@ def test_engine_arg_without_key_and_value_is_refused(bad: str) -> None:
 
 
 def test_engine_arg_overrides_and_extends_the_shared_engine_args() -> None:
-    args = build_parser().parse_args(["--preset", "cpu", "--engine-arg", "stream_interval=4",
-                                      "--engine-arg", "seed=7"])
+    args = build_parser().parse_args(
+        ["--preset", "cpu", "--engine-arg", "stream_interval=4", "--engine-arg", "seed=7"]
+    )
     engine_args = config_from_args(args).engine_args(Path("/models/m"))
     assert engine_args["stream_interval"] == 4
     assert engine_args["seed"] == 7

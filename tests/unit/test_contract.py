@@ -27,7 +27,12 @@ def read_config(path: Path = CONFIG) -> model_config_pb2.ModelConfig:
 
 def declared(tensors: Any) -> list[tuple[str, str, tuple[int, ...], bool]]:
     return [
-        (t.name, model_config_pb2.DataType.Name(t.data_type), tuple(t.dims), bool(getattr(t, "optional", False)))
+        (
+            t.name,
+            model_config_pb2.DataType.Name(t.data_type),
+            tuple(t.dims),
+            bool(getattr(t, "optional", False)),
+        )
         for t in tensors
     ]
 
@@ -120,14 +125,18 @@ def test_client_protocol_names_match_the_server_contract(name: str) -> None:
 
 
 def test_client_knows_each_raw_embeds_input_and_its_wire_datatype() -> None:
-    server = {spec.name: spec.wire_datatype for spec in contract.INPUTS if spec.name in contract.EMBEDS_TENSOR_INPUTS}
-    assert protocol.EMBEDS_TENSOR_DATATYPES == server
+    server = {
+        spec.name: spec.wire_datatype
+        for spec in contract.INPUTS
+        if spec.name in contract.EMBEDS_TENSOR_INPUTS
+    }
+    assert server == protocol.EMBEDS_TENSOR_DATATYPES
 
 
 def test_error_kinds_match_and_the_marker_round_trips() -> None:
-    assert protocol.ERROR_KINDS == {
+    assert {
         value for key, value in vars(contract.ErrorKind).items() if not key.startswith("_")
-    }
+    } == protocol.ERROR_KINDS
     for kind, code in [
         *[(contract.ErrorKind.REJECTED, rule) for rule in contract.RULES],
         *[(contract.ErrorKind.UNAVAILABLE, code) for code in contract.UNAVAILABLE_CODES],

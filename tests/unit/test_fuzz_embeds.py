@@ -17,7 +17,8 @@ import base64
 import json
 import random
 import re
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pytest
@@ -80,8 +81,13 @@ from tools.payloads import (
 
 def fuzz_settings(max_examples: int) -> settings:
     """Reproducible in CI: a fixed example sequence, no example database."""
-    return settings(max_examples=max_examples, deadline=None, derandomize=True, database=None,
-                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+    return settings(
+        max_examples=max_examples,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    )
 
 
 ENGINE_DTYPES = st.sampled_from([torch.float32, torch.float16, torch.bfloat16])
@@ -157,7 +163,9 @@ def test_saved_tensors_get_the_outcome_their_structure_predicts(spec: TensorSpec
 
 @fuzz_settings(60)
 @given(spec=VALID_SPECS, engine_dtype=ENGINE_DTYPES, as_str=st.booleans())
-def test_valid_payloads_are_accepted_as_str_or_bytes(spec: TensorSpec, engine_dtype: torch.dtype, as_str: bool):
+def test_valid_payloads_are_accepted_as_str_or_bytes(
+    spec: TensorSpec, engine_dtype: torch.dtype, as_str: bool
+):
     """The control case: without it, a decoder that rejected everything
     would pass every other test here."""
     tensor = make_tensor(spec)
@@ -187,8 +195,9 @@ MUTATORS: dict[str, Callable[[bytes, random.Random], bytes]] = {
 @pytest.mark.parametrize("name", list(MUTATORS))
 @fuzz_settings(25)
 @given(spec=SPECS, engine_dtype=ENGINE_DTYPES, rng=RANDOMS)
-def test_each_mutation_keeps_the_contract(name: str, spec: TensorSpec, engine_dtype: torch.dtype,
-                                          rng: random.Random):
+def test_each_mutation_keeps_the_contract(
+    name: str, spec: TensorSpec, engine_dtype: torch.dtype, rng: random.Random
+):
     body = MUTATORS[name](saved(make_tensor(spec)), rng)
     check_base64_contract(base64.b64encode(body), limits_for(engine_dtype))
 
@@ -224,11 +233,20 @@ def test_decoded_size_matches_decoding_and_gates_first(raw: bytes):
 
 # -- what is not a tensor ------------------------------------------------------------------
 PICKLABLE = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20)
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats()
+    | st.text(max_size=20)
     # b"" pickles as a call to builtins.bytes, which weights_only refuses
-    | st.binary(min_size=1, max_size=20) | st.complex_numbers() | st.just(torch.ones(2, HIDDEN)),
-    lambda children: st.lists(children, max_size=3) | st.tuples(children, children)
-    | st.dictionaries(st.text(max_size=5), children, max_size=3),
+    | st.binary(min_size=1, max_size=20)
+    | st.complex_numbers()
+    | st.just(torch.ones(2, HIDDEN)),
+    lambda children: (
+        st.lists(children, max_size=3)
+        | st.tuples(children, children)
+        | st.dictionaries(st.text(max_size=5), children, max_size=3)
+    ),
     max_leaves=8,
 ).filter(lambda obj: not isinstance(obj, torch.Tensor))
 
@@ -244,16 +262,21 @@ def test_pickled_objects_are_named_in_the_rejection(obj: Any):
 @pytest.mark.parametrize("protocol", [2, 4, 5])
 def test_pickled_code_never_runs(protocol: int):
     calls = len(CANARY_CALLS)
-    outcome = check_base64_contract(base64.b64encode(saved(CallsCanary(), pickle_protocol=protocol)),
-                                    limits_for(torch.float32))
+    outcome = check_base64_contract(
+        base64.b64encode(saved(CallsCanary(), pickle_protocol=protocol)), limits_for(torch.float32)
+    )
     assert outcome.rule == "not_a_tensor" and "weights_only" in outcome.message
     assert len(CANARY_CALLS) == calls
 
 
 @fuzz_settings(80)
-@given(array=hnp.arrays(
-    dtype=st.sampled_from([np.float32, np.float16, np.float64, np.int64, np.uint8, np.bool_]),
-    shape=hnp.array_shapes(min_dims=0, max_dims=3, min_side=0, max_side=5)), as_npz=st.booleans())
+@given(
+    array=hnp.arrays(
+        dtype=st.sampled_from([np.float32, np.float16, np.float64, np.int64, np.uint8, np.bool_]),
+        shape=hnp.array_shapes(min_dims=0, max_dims=3, min_side=0, max_side=5),
+    ),
+    as_npz=st.booleans(),
+)
 def test_numpy_files_are_named_in_the_rejection(array: np.ndarray, as_npz: bool):
     raw = npz_bytes(embeds=array) if as_npz else npy_bytes(array)
     outcome = check_base64_contract(base64.b64encode(raw), limits_for(torch.float32))
@@ -292,13 +315,20 @@ SPARSE_FORMS: dict[str, Callable[[torch.Tensor], bytes]] = {
 
 @pytest.mark.parametrize("form", list(SPARSE_FORMS))
 @fuzz_settings(15)
-@given(spec=st.builds(TensorSpec, shape=st.tuples(st.integers(1, 4), st.just(HIDDEN)),
-                      dtype=st.just(torch.float32), seed=st.integers(0, 2**16)))
+@given(
+    spec=st.builds(
+        TensorSpec,
+        shape=st.tuples(st.integers(1, 4), st.just(HIDDEN)),
+        dtype=st.just(torch.float32),
+        seed=st.integers(0, 2**16),
+    )
+)
 def test_sparse_payloads_never_reach_torch_load(form: str, spec: TensorSpec):
     """check_base64_contract fails if torch.load builds any sparse tensor:
     the pickle scan must refuse them all first."""
-    outcome = check_base64_contract(base64.b64encode(SPARSE_FORMS[form](make_tensor(spec))),
-                                    limits_for(torch.float32))
+    outcome = check_base64_contract(
+        base64.b64encode(SPARSE_FORMS[form](make_tensor(spec))), limits_for(torch.float32)
+    )
     if form == "duplicate_member":
         assert outcome.rule == "not_a_tensor" and "duplicate member names" in outcome.message
     else:
@@ -306,18 +336,37 @@ def test_sparse_payloads_never_reach_torch_load(form: str, spec: TensorSpec):
 
 
 # -- the raw tensor input ----------------------------------------------------------------------
-TRITON_NUMPY_DTYPES = [np.float32, np.float16, np.float64, np.int8, np.int16, np.int32, np.int64,
-                       np.uint8, np.uint16, np.uint32, np.uint64, np.bool_]
+TRITON_NUMPY_DTYPES = [
+    np.float32,
+    np.float16,
+    np.float64,
+    np.int8,
+    np.int16,
+    np.int32,
+    np.int64,
+    np.uint8,
+    np.uint16,
+    np.uint32,
+    np.uint64,
+    np.bool_,
+]
 
 
 @fuzz_settings(150)
-@given(array=hnp.arrays(
-    dtype=st.sampled_from(TRITON_NUMPY_DTYPES),
-    shape=st.one_of(st.tuples(st.integers(0, 4), st.sampled_from([HIDDEN, HIDDEN + 1])),
-                    hnp.array_shapes(min_dims=0, max_dims=3, min_side=0, max_side=4))),
-    transposed=st.booleans(), engine_dtype=ENGINE_DTYPES)
-def test_raw_tensor_inputs_get_the_predicted_outcome(array: np.ndarray, transposed: bool,
-                                                     engine_dtype: torch.dtype):
+@given(
+    array=hnp.arrays(
+        dtype=st.sampled_from(TRITON_NUMPY_DTYPES),
+        shape=st.one_of(
+            st.tuples(st.integers(0, 4), st.sampled_from([HIDDEN, HIDDEN + 1])),
+            hnp.array_shapes(min_dims=0, max_dims=3, min_side=0, max_side=4),
+        ),
+    ),
+    transposed=st.booleans(),
+    engine_dtype=ENGINE_DTYPES,
+)
+def test_raw_tensor_inputs_get_the_predicted_outcome(
+    array: np.ndarray, transposed: bool, engine_dtype: torch.dtype
+):
     if transposed:
         array = array.T
     tensor, limits = tensor_from_numpy(array), limits_for(engine_dtype)
@@ -333,19 +382,29 @@ def test_object_arrays_are_refused_as_bytes():
 
 # -- sampling parameters -----------------------------------------------------------------------
 JSON_VALUES = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=12)
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats()
+    | st.text(max_size=12)
     | st.from_regex(r"\s*-?[0-9]{1,6}(\.[0-9]{0,3})?(e-?[0-9])?\s*", fullmatch=True)
     | st.sampled_from(["true", "false", "TRUE", "nan", "inf", "-1", "1e400"]),
-    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=6), children, max_size=3),
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=6), children, max_size=3)
+    ),
     max_leaves=6,
 )
 SAMPLING_JSON = st.dictionaries(st.sampled_from(ALLOWED_KEYS) | st.text(max_size=10), JSON_VALUES, max_size=5)
 EXPECTED_TYPES = {
     **dict.fromkeys(["max_tokens", "min_tokens", "top_k"], int),
-    **dict.fromkeys(["temperature", "top_p", "min_p", "presence_penalty", "frequency_penalty",
-                     "repetition_penalty"], float),
-    **dict.fromkeys(["ignore_eos", "include_stop_str_in_output", "skip_special_tokens",
-                     "spaces_between_special_tokens"], bool),
+    **dict.fromkeys(
+        ["temperature", "top_p", "min_p", "presence_penalty", "frequency_penalty", "repetition_penalty"],
+        float,
+    ),
+    **dict.fromkeys(
+        ["ignore_eos", "include_stop_str_in_output", "skip_special_tokens", "spaces_between_special_tokens"],
+        bool,
+    ),
 }
 
 
@@ -376,22 +435,28 @@ def test_sampling_json_is_parsed_or_rejected(raw: dict[str, Any]):
 
 
 @fuzz_settings(150)
-@given(text=st.text(max_size=80) | JSON_VALUES.map(json.dumps)
-       | st.integers(4000, 5000).map(lambda digits: f'{{"max_tokens": {"9" * digits}}}'))
+@given(
+    text=st.text(max_size=80)
+    | JSON_VALUES.map(json.dumps)
+    | st.integers(4000, 5000).map(lambda digits: f'{{"max_tokens": {"9" * digits}}}')
+)
 def test_any_sampling_text_is_parsed_or_rejected(text: str):
     parse_or_reject(text)
 
 
 # -- whole requests ------------------------------------------------------------------------------
 STRING_VALUES = st.none() | st.binary(max_size=12) | st.text(max_size=12)
-REQUEST_INPUTS = st.fixed_dictionaries({}, optional={
-    TEXT_INPUT: STRING_VALUES,
-    SAMPLING_INPUT: STRING_VALUES | SAMPLING_JSON.map(lambda raw: json.dumps(raw).encode()),
-    EMBEDS_BASE64_INPUT: STRING_VALUES,
-    STREAM_INPUT: st.booleans(),
-    EXCLUDE_INPUT: st.booleans(),
-    **{name: st.none() | st.just(torch.ones(2, HIDDEN)) for name in EMBEDS_TENSOR_INPUTS},
-})
+REQUEST_INPUTS = st.fixed_dictionaries(
+    {},
+    optional={
+        TEXT_INPUT: STRING_VALUES,
+        SAMPLING_INPUT: STRING_VALUES | SAMPLING_JSON.map(lambda raw: json.dumps(raw).encode()),
+        EMBEDS_BASE64_INPUT: STRING_VALUES,
+        STREAM_INPUT: st.booleans(),
+        EXCLUDE_INPUT: st.booleans(),
+        **{name: st.none() | st.just(torch.ones(2, HIDDEN)) for name in EMBEDS_TENSOR_INPUTS},
+    },
+)
 
 
 @fuzz_settings(200)

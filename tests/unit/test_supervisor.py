@@ -31,8 +31,11 @@ def test_dead_engine_is_restarted_with_backoff_and_reported():
     async def scenario() -> tuple[FlakyEngine, EngineSupervisor, list, list[str]]:
         engine, states, logs = FlakyEngine(), [], []
         supervisor = EngineSupervisor(
-            engine, asyncio.get_running_loop(), on_state=lambda *s: states.append(s),
-            log=logs.append, check_interval_s=0.01,
+            engine,
+            asyncio.get_running_loop(),
+            on_state=lambda *s: states.append(s),
+            log=logs.append,
+            check_interval_s=0.01,
         )
         supervisor.start()
         engine.is_healthy = False

@@ -127,7 +127,7 @@ def test_sampling_defaults_and_string_values():
         ('{"temperature": NaN}', "finite"),
         ('{"max_tokens": 2.5}', "expected an integer"),
         ('{"min_tokens": 9, "max_tokens": 8}', "exceeds"),
-        ('[1, 2]', "must be a JSON object"),
+        ("[1, 2]", "must be a JSON object"),
         ('{"n": 2}', "unknown sampling parameter 'n'"),
     ],
 )

@@ -10,7 +10,7 @@ to --out as serving.json, serving.md and serving.png.
 Usage:
   python -m tools.bench                               # CPU preset: tiny model, N=200 S=16 M=16 C=16
   python -m tools.bench --smoke                       # all paths, tiny sizes, a few minutes
-  python -m tools.bench --preset gpu                  # Llama-3.1-8B shape, dummy weights, N=256 S=512 M=128 C=64
+  python -m tools.bench --preset gpu          # Llama-3.1-8B shape, dummy weights, N=256 S=512 M=128 C=64
   python -m tools.bench --model-config qwen3-0.6b --paths engine-embeds,triton-grpc-embeds
 """
 

@@ -20,8 +20,9 @@ import json
 import resource
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -42,24 +43,27 @@ def request_inputs(seq_len: int, hidden: int, seed: int) -> dict[str, dict[str, 
     generator = torch.Generator().manual_seed(seed)
     embeds = torch.randn(seq_len, hidden, generator=generator)
     sampling = json.dumps({"max_tokens": 16}).encode()
-    forms = {name: {name: embeds.to(dtype), SAMPLING_INPUT: sampling}
-             for name, dtype in RAW_FORMS.items()}
+    forms = {name: {name: embeds.to(dtype), SAMPLING_INPUT: sampling} for name, dtype in RAW_FORMS.items()}
     buffer = io.BytesIO()
     torch.save(embeds, buffer)
-    forms[EMBEDS_BASE64_INPUT] = {EMBEDS_BASE64_INPUT: base64.b64encode(buffer.getvalue()),
-                                     SAMPLING_INPUT: sampling}
+    forms[EMBEDS_BASE64_INPUT] = {
+        EMBEDS_BASE64_INPUT: base64.b64encode(buffer.getvalue()),
+        SAMPLING_INPUT: sampling,
+    }
     return forms
 
 
 def model_decode(inputs: dict[str, Any], limits: EmbedsLimits, max_model_len: int) -> Callable[[], Any]:
     def run() -> Any:
         return build_embeds_prompt(parse_request(inputs, embeds_enabled=True), limits, max_model_len)
+
     return run
 
 
 def stdlib_base64_load(encoded: bytes) -> Callable[[], Any]:
     def run() -> Any:
         return torch.load(io.BytesIO(base64.b64decode(encoded)), weights_only=True)
+
     return run
 
 
@@ -91,8 +95,10 @@ class Timing:
 
     def row(self) -> str:
         times = self.times_ms
-        return (f"{percentile(times, 50):.2f} | {percentile(times, 99):.2f} | "
-                f"{statistics.fmean(times):.2f} | {self.page_faults:.0f}")
+        return (
+            f"{percentile(times, 50):.2f} | {percentile(times, 99):.2f} | "
+            f"{statistics.fmean(times):.2f} | {self.page_faults:.0f}"
+        )
 
 
 def timed(work: Callable[[], Any], iterations: int) -> Timing:
@@ -108,7 +114,11 @@ def timed(work: Callable[[], Any], iterations: int) -> Timing:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m tools.bench.decode",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--seq-len", type=int, default=512)
     parser.add_argument("--hidden", type=int, default=4096)
     parser.add_argument("-n", "--iterations", type=int, default=50)
@@ -126,12 +136,26 @@ def main() -> None:
             times = timed(model_decode(inputs, limits, max_model_len), args.iterations)
             rows.append((form, dtype_name, "this model", times))
         if (vllm_load := vllm_base64_load(encoded, args.hidden, dtype)) is not None:
-            rows.append((EMBEDS_BASE64_INPUT, dtype_name, "vLLM's safe_load_prompt_embeds",
-                         timed(vllm_load, args.iterations)))
-    rows.append((EMBEDS_BASE64_INPUT, "(as saved)", "stdlib b64decode + torch.load",
-                 timed(stdlib_base64_load(encoded), args.iterations)))
-    print(f"one ({args.seq_len}, {args.hidden}) prompt, {args.iterations} iterations, "
-          f"torch threads {torch.get_num_threads()}, base64 size {len(encoded) / 1e6:.1f} MB\n")
+            rows.append(
+                (
+                    EMBEDS_BASE64_INPUT,
+                    dtype_name,
+                    "vLLM's safe_load_prompt_embeds",
+                    timed(vllm_load, args.iterations),
+                )
+            )
+    rows.append(
+        (
+            EMBEDS_BASE64_INPUT,
+            "(as saved)",
+            "stdlib b64decode + torch.load",
+            timed(stdlib_base64_load(encoded), args.iterations),
+        )
+    )
+    print(
+        f"one ({args.seq_len}, {args.hidden}) prompt, {args.iterations} iterations, "
+        f"torch threads {torch.get_num_threads()}, base64 size {len(encoded) / 1e6:.1f} MB\n"
+    )
     print("| input | engine dtype | work | p50 ms | p99 ms | mean ms | page faults/call |")
     print("|---|---|---|---:|---:|---:|---:|")
     for form, dtype_name, work, timing in rows:

@@ -49,17 +49,20 @@ async def _run_path(engine: Any, kind: str, spec: dict[str, Any]) -> dict[str, A
     workload = Workload(**spec["workload"])
     texts = {int(i): text for i, text in spec["texts"].items()}
     prompts = await _prompts(engine, kind, workload, spec["hidden"], texts)
-    measured, warmup = prompts[: workload.requests], prompts[workload.requests:]
+    measured, warmup = prompts[: workload.requests], prompts[workload.requests :]
     send = _sender(engine, workload)
     await run_closed_loop(send, warmup, workload.concurrency)
     cpu_before = process_tree_cpu(os.getpid())
     records = await run_closed_loop(send, measured, workload.concurrency)
-    return {"records": [asdict(r) for r in records],
-            "server_cpu_by_process": cpu_delta(cpu_before, process_tree_cpu(os.getpid()))}
+    return {
+        "records": [asdict(r) for r in records],
+        "server_cpu_by_process": cpu_delta(cpu_before, process_tree_cpu(os.getpid())),
+    }
 
 
-async def _prompts(engine: Any, kind: str, workload: Workload, hidden: int,
-                   texts: dict[int, str]) -> list[dict[str, Any]]:
+async def _prompts(
+    engine: Any, kind: str, workload: Workload, hidden: int, texts: dict[int, str]
+) -> list[dict[str, Any]]:
     """Measured prompts, then one warm-up prompt per slot; all built up front
     (embeds already in the engine's dtype: the engine's own limit)."""
     indices = range(workload.requests + workload.concurrency)
@@ -67,8 +70,10 @@ async def _prompts(engine: Any, kind: str, workload: Workload, hidden: int,
         import torch
 
         dtype = engine.model_config.dtype
-        return [{"prompt_embeds": torch.from_numpy(embeds(i, workload.seq_len, hidden, workload.seed)).to(dtype)}
-                for i in indices]
+        return [
+            {"prompt_embeds": torch.from_numpy(embeds(i, workload.seq_len, hidden, workload.seed)).to(dtype)}
+            for i in indices
+        ]
     if kind == "tokens":
         tokenizer = engine.get_tokenizer()
         if inspect.isawaitable(tokenizer):  # older vLLM releases

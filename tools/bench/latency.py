@@ -48,7 +48,9 @@ def run(grpc_url: str, model: str, hidden: int, requests: int, max_tokens: int) 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m tools.bench.latency", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--requests", type=int, default=50)
     parser.add_argument("--max-tokens", type=int, default=16)
     parser.add_argument("--grpc-url", help="use a running server instead of starting one")

@@ -14,8 +14,9 @@ import queue
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from .closed_loop import run_closed_loop
 from .cpu import cpu_delta
@@ -57,8 +58,15 @@ def split(total: int, parts: int) -> list[int]:
     return [base + (1 if i < extra else 0) for i in range(parts)]
 
 
-def plan_tasks(path: PathSpec, url: str, model: str, workload: Workload, hidden: int,
-               processes: int, texts: dict[int, str]) -> list[ClientTask]:
+def plan_tasks(
+    path: PathSpec,
+    url: str,
+    model: str,
+    workload: Workload,
+    hidden: int,
+    processes: int,
+    texts: dict[int, str],
+) -> list[ClientTask]:
     """Concurrency and requests are both spread evenly over the processes, so
     every slot has about the same number of requests to send. Warm-up
     requests (one per slot) use indices past the measured ones."""
@@ -66,7 +74,7 @@ def plan_tasks(path: PathSpec, url: str, model: str, workload: Workload, hidden:
     shares = split(workload.concurrency, processes)
     counts = split(workload.requests, processes)
     tasks, first, warm_first = [], 0, workload.requests
-    for share, count in zip(shares, counts):
+    for share, count in zip(shares, counts, strict=True):
         indices = list(range(first, first + count))
         warmup = list(range(warm_first, warm_first + share))
         task_texts = {i: texts[i] for i in indices + warmup} if path.prompt == "text" else {}
@@ -75,8 +83,9 @@ def plan_tasks(path: PathSpec, url: str, model: str, workload: Workload, hidden:
     return tasks
 
 
-def run_clients(tasks: list[ClientTask],
-                server_cpu: Callable[[], dict[str, float]]) -> tuple[list[RequestRecord], CpuUse]:
+def run_clients(
+    tasks: list[ClientTask], server_cpu: Callable[[], dict[str, float]]
+) -> tuple[list[RequestRecord], CpuUse]:
     """Start the client processes, open the window together, collect records."""
     context = mp.get_context("spawn")  # fresh interpreters: no inherited loops or channels
     barrier = context.Barrier(len(tasks) + 1)
@@ -104,8 +113,9 @@ def _wait_for_clients(barrier: Any, results: Any) -> None:
         try:
             failed = results.get(timeout=10)
         except queue.Empty:
-            raise RuntimeError(f"the clients were not all ready within {_SETUP_TIMEOUT_S} s, "
-                               "and none reported an error") from None
+            raise RuntimeError(
+                f"the clients were not all ready within {_SETUP_TIMEOUT_S} s, and none reported an error"
+            ) from None
         raise RuntimeError(f"client process failed before the timed window:\n{failed.error}") from None
 
 
@@ -131,8 +141,9 @@ def _reap(processes: list[Any]) -> None:
             process.kill()
 
 
-def _merge(collected: list[ClientResult],
-           server_by_process: dict[str, float]) -> tuple[list[RequestRecord], CpuUse]:
+def _merge(
+    collected: list[ClientResult], server_by_process: dict[str, float]
+) -> tuple[list[RequestRecord], CpuUse]:
     records = [record for result in collected for record in result.records]
     cpu = CpuUse(
         client_s=sum(r.cpu_s for r in collected),

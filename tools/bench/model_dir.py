@@ -47,7 +47,9 @@ def resolve_config(name_or_path: str) -> Path:
             return (candidate / "config.json").resolve()
         if candidate.is_file():
             return candidate.resolve()
-    raise SystemExit(f"no config.json at {name_or_path} (shipped: {sorted(p.name for p in CONFIGS_DIR.iterdir())})")
+    raise SystemExit(
+        f"no config.json at {name_or_path} (shipped: {sorted(p.name for p in CONFIGS_DIR.iterdir())})"
+    )
 
 
 def read_config(model_dir: Path) -> dict:
@@ -64,7 +66,11 @@ def build_config_only_model(config: Path, target: Path) -> None:
     """config.json plus a tokenizer covering every id; rebuilt when the config changes."""
     target.mkdir(parents=True, exist_ok=True)
     copied = target / "config.json"
-    if copied.exists() and copied.read_bytes() == config.read_bytes() and (target / "tokenizer.json").exists():
+    if (
+        copied.exists()
+        and copied.read_bytes() == config.read_bytes()
+        and (target / "tokenizer.json").exists()
+    ):
         return
     shutil.copyfile(config, copied)
     settings = json.loads(config.read_text())
@@ -97,8 +103,16 @@ def write_word_tokenizer(target: Path, vocab_size: int, eos_id: int) -> None:
     tokenizer.decoder = decoders.WordPiece(prefix="##", cleanup=False)
     tokenizer.save(str(target / "tokenizer.json"))
     eos = word(eos_id if 0 <= eos_id < vocab_size else 0)
-    (target / "tokenizer_config.json").write_text(json.dumps({
-        "tokenizer_class": "PreTrainedTokenizerFast",
-        "eos_token": eos, "bos_token": eos, "unk_token": word(0), "pad_token": eos,
-        "model_max_length": 1 << 20,
-    }, indent=2))
+    (target / "tokenizer_config.json").write_text(
+        json.dumps(
+            {
+                "tokenizer_class": "PreTrainedTokenizerFast",
+                "eos_token": eos,
+                "bos_token": eos,
+                "unk_token": word(0),
+                "pad_token": eos,
+                "model_max_length": 1 << 20,
+            },
+            indent=2,
+        )
+    )

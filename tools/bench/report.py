@@ -21,10 +21,17 @@ def compute_ratios(paths: dict[str, Any]) -> list[dict[str, Any]]:
         if not (top and bottom and not top["errors"] and not bottom["errors"] and bottom["requests_per_s"]):
             continue
         value = top["requests_per_s"] / bottom["requests_per_s"]
-        ratios.append({"name": spec.name, "numerator": spec.numerator, "denominator": spec.denominator,
-                       "value": round(value, 3), "target": spec.target,
-                       "meets_target": None if spec.target is None else value >= spec.target,
-                       "meaning": spec.meaning})
+        ratios.append(
+            {
+                "name": spec.name,
+                "numerator": spec.numerator,
+                "denominator": spec.denominator,
+                "value": round(value, 3),
+                "target": spec.target,
+                "meets_target": None if spec.target is None else value >= spec.target,
+                "meaning": spec.meaning,
+            }
+        )
     return ratios
 
 
@@ -36,26 +43,34 @@ def headline(report: dict[str, Any]) -> str:
     c, m = report["config"], report["model"]
     w = c["workload"]
     mode = "streaming" if w["stream"] else "non-streaming"
-    return (f"{m['label']} (hidden {m['hidden_size']}, {c['dtype']}"
-            f"{', dummy weights' if c['load_format'] == 'dummy' else ''}): "
-            f"{w['requests']} requests x {w['seq_len']}-token prompts, {w['max_tokens']} output tokens "
-            f"(ignore_eos, greedy), concurrency {w['concurrency']}, {mode}, "
-            f"{c['client_processes']} client process(es), host {report['host']['cpus']} CPUs"
-            f"{', ' + report['host']['gpu'] if report['host'].get('gpu') else ''}")
+    return (
+        f"{m['label']} (hidden {m['hidden_size']}, {c['dtype']}"
+        f"{', dummy weights' if c['load_format'] == 'dummy' else ''}): "
+        f"{w['requests']} requests x {w['seq_len']}-token prompts, {w['max_tokens']} output tokens "
+        f"(ignore_eos, greedy), concurrency {w['concurrency']}, {mode}, "
+        f"{c['client_processes']} client process(es), host {report['host']['cpus']} CPUs"
+        f"{', ' + report['host']['gpu'] if report['host'].get('gpu') else ''}"
+    )
 
 
 def path_table(report: dict[str, Any]) -> str:
-    lines = ["| path | req/s | out tok/s | TTFT p50 ms | TTFT p99 ms | E2E p50 ms | E2E p99 ms "
-             "| errors | prompt tok | client CPU cores (max/proc) | server CPU cores |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| path | req/s | out tok/s | TTFT p50 ms | TTFT p99 ms | E2E p50 ms | E2E p99 ms "
+        "| errors | prompt tok | client CPU cores (max/proc) | server CPU cores |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for name, r in report["paths"].items():
-        client = "in-process" if PATHS[name].system == "engine" else \
-            f"{_cell(r['client_cpu_cores'])} ({_cell(r['client_cpu_cores_max_process'])})"
+        client = (
+            "in-process"
+            if PATHS[name].system == "engine"
+            else f"{_cell(r['client_cpu_cores'])} ({_cell(r['client_cpu_cores_max_process'])})"
+        )
         lines.append(
             f"| {name} | {_cell(r['requests_per_s'])} | {_cell(r['output_tokens_per_s'])} "
             f"| {_cell(r['ttft_ms_p50'])} | {_cell(r['ttft_ms_p99'])} | {_cell(r['e2e_ms_p50'])} "
             f"| {_cell(r['e2e_ms_p99'])} | {r['errors']} | {_cell(r['prompt_tokens_mean'])} "
-            f"| {client} | {_cell(r['server_cpu_cores'])} |")
+            f"| {client} | {_cell(r['server_cpu_cores'])} |"
+        )
     return "\n".join(lines)
 
 
@@ -63,8 +78,10 @@ def cpu_table(report: dict[str, Any]) -> str:
     """Server CPU cores per process name: which part of a server is busy."""
     rows = {name: r.get("server_cpu_cores_by_process") or {} for name, r in report["paths"].items()}
     columns = sorted({process for row in rows.values() for process in row})
-    lines = ["| path (server CPU cores by process) | " + " | ".join(columns) + " |",
-             "|---|" + "---:|" * len(columns)]
+    lines = [
+        "| path (server CPU cores by process) | " + " | ".join(columns) + " |",
+        "|---|" + "---:|" * len(columns),
+    ]
     for name, row in rows.items():
         lines.append(f"| {name} | " + " | ".join(_cell(row.get(c)) for c in columns) + " |")
     return "\n".join(lines)
@@ -73,23 +90,34 @@ def cpu_table(report: dict[str, Any]) -> str:
 def ratio_table(report: dict[str, Any]) -> str:
     lines = [RATIO_HEADER, "|---|---:|---:|---|"]
     for ratio in report["ratios"]:
-        target = "-" if ratio["target"] is None else \
-            f">= {ratio['target']:g} {'(met)' if ratio['meets_target'] else '(missed)'}"
-        lines.append(f"| {ratio['name']} | {ratio['value']:.2f} | {target} "
-                     f"| {ratio['numerator']} / {ratio['denominator']} |")
+        target = (
+            "-"
+            if ratio["target"] is None
+            else f">= {ratio['target']:g} {'(met)' if ratio['meets_target'] else '(missed)'}"
+        )
+        lines.append(
+            f"| {ratio['name']} | {ratio['value']:.2f} | {target} "
+            f"| {ratio['numerator']} / {ratio['denominator']} |"
+        )
     return "\n".join(lines)
 
 
 def markdown(report: dict[str, Any]) -> str:
     systems = ", ".join(f"{name} {info.get('startup_s', '-')} s" for name, info in report["systems"].items())
-    return "\n\n".join([
-        f"**Workload:** {headline(report)}",
-        path_table(report),
-        ratio_table(report),
-        cpu_table(report),
-        f"Startup: {systems}. Whole run: {report['duration_s']} s. Host 1-minute load average "
-        f"{report['load_average_1m']['start']} at the start, {report['load_average_1m']['end']} at the end.",
-    ]) + "\n"
+    return (
+        "\n\n".join(
+            [
+                f"**Workload:** {headline(report)}",
+                path_table(report),
+                ratio_table(report),
+                cpu_table(report),
+                f"Startup: {systems}. Whole run: {report['duration_s']} s. Host 1-minute load average "
+                f"{report['load_average_1m']['start']} at the start, "
+                f"{report['load_average_1m']['end']} at the end.",
+            ]
+        )
+        + "\n"
+    )
 
 
 def write_outputs(report: dict[str, Any], out_dir: Path) -> dict[str, Path]:

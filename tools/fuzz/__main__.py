@@ -39,8 +39,8 @@ import sys
 import time
 import traceback
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from .campaign import (
     DEFAULT_EXECUTIONS,
@@ -67,18 +67,30 @@ def replay(path: Path) -> int:
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--executions", type=int, default=0,
-                        help="total executions (0: no limit; 100000 when --seconds is not given either)")
+    parser = argparse.ArgumentParser(prog="python -m tools.fuzz", description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--executions",
+        type=int,
+        default=0,
+        help="total executions (0: no limit; 100000 when --seconds is not given either)",
+    )
     parser.add_argument("--seconds", type=float, default=0, help="stop after this long (0: no limit)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--engine", choices=("mutation", "atheris"), default="mutation")
     parser.add_argument("--hang-seconds", type=float, default=2.0)
-    parser.add_argument("--rss-bound-mib", type=int, default=256,
-                        help="peak RSS growth of a worker that counts as an unbounded allocation")
-    parser.add_argument("--memory-cap-mib", type=int, default=2048,
-                        help="allocations past this (per worker) fail and are reported")
+    parser.add_argument(
+        "--rss-bound-mib",
+        type=int,
+        default=256,
+        help="peak RSS growth of a worker that counts as an unbounded allocation",
+    )
+    parser.add_argument(
+        "--memory-cap-mib",
+        type=int,
+        default=2048,
+        help="allocations past this (per worker) fail and are reported",
+    )
     parser.add_argument("--report-every", type=float, default=10.0, help="seconds between progress lines")
     parser.add_argument("--findings-dir", type=Path, default=DEFAULT_FINDINGS_DIR)
     parser.add_argument("--replay", type=Path, help="run one saved input and print what happened")
@@ -91,12 +103,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.replay:
         return replay(args.replay)
     executions = args.executions or (0 if args.seconds else DEFAULT_EXECUTIONS)
-    options = Options(executions or UNLIMITED, args.seconds, args.seed, max(1, args.workers), args.hang_seconds,
-                      args.rss_bound_mib, args.memory_cap_mib, args.findings_dir)
+    options = Options(
+        executions or UNLIMITED,
+        args.seconds,
+        args.seed,
+        max(1, args.workers),
+        args.hang_seconds,
+        args.rss_bound_mib,
+        args.memory_cap_mib,
+        args.findings_dir,
+    )
     if args.engine == "atheris":
         return run_atheris(options)
-    print(f"engine: mutation  workers: {options.workers}  seed: {options.seed}  "
-          f"executions: {executions or 'unlimited'}  seconds: {options.seconds or 'unlimited'}", flush=True)
+    print(
+        f"engine: mutation  workers: {options.workers}  seed: {options.seed}  "
+        f"executions: {executions or 'unlimited'}  seconds: {options.seconds or 'unlimited'}",
+        flush=True,
+    )
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     campaign = Campaign(options)
     elapsed = campaign.run(args.report_every)

@@ -17,9 +17,10 @@ import time
 import traceback
 import warnings
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -109,12 +110,12 @@ class Options:
 def _publish_input(buffer: Any, data: bytes) -> None:
     view = memoryview(buffer).cast("B")
     view[:4] = len(data).to_bytes(4, "little")
-    view[4:4 + len(data)] = data
+    view[4 : 4 + len(data)] = data
 
 
 def _published_input(buffer: Any) -> bytes:
     view = memoryview(buffer).cast("B")
-    return bytes(view[4:4 + int.from_bytes(view[:4], "little")])
+    return bytes(view[4 : 4 + int.from_bytes(view[:4], "little")])
 
 
 def _cap_memory(cap_mib: int) -> None:
@@ -126,8 +127,9 @@ def _cap_memory(cap_mib: int) -> None:
     resource.setrlimit(resource.RLIMIT_DATA, (limit, resource.getrlimit(resource.RLIMIT_DATA)[1]))
 
 
-def worker_main(index: int, generation: int, quota: int, deadline: float, options: Options,
-                shared: Shared) -> None:
+def worker_main(
+    index: int, generation: int, quota: int, deadline: float, options: Options, shared: Shared
+) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops workers through `stop`
     warnings.simplefilter("ignore")
     torch.set_num_threads(1)
@@ -141,9 +143,24 @@ def worker_main(index: int, generation: int, quota: int, deadline: float, option
 class FuzzLoop:
     """One worker's loop: mutate, execute, classify, keep what is new."""
 
-    def __init__(self, index: int, quota: int, deadline: float, options: Options, shared: Shared,
-                 rng: random.Random, corpus: list[bytes], signatures: set[str]) -> None:
-        self.index, self.quota, self.deadline, self.options, self.shared = index, quota, deadline, options, shared
+    def __init__(
+        self,
+        index: int,
+        quota: int,
+        deadline: float,
+        options: Options,
+        shared: Shared,
+        rng: random.Random,
+        corpus: list[bytes],
+        signatures: set[str],
+    ) -> None:
+        self.index, self.quota, self.deadline, self.options, self.shared = (
+            index,
+            quota,
+            deadline,
+            options,
+            shared,
+        )
         self.rng, self.corpus, self.signatures = rng, corpus, signatures
         self.seeds = list(corpus)
         self.outcomes: collections.Counter[str] = collections.Counter()
@@ -188,8 +205,14 @@ class FuzzLoop:
         grown = peak - self.rss_baseline
         if grown > self.options.rss_bound_mib * 1024:
             self.rss_baseline = peak  # report each further jump once
-            self.report(Finding("allocation", f"allocation {len(data)}", data,
-                                f"peak RSS grew by {grown // 1024} MiB during one execution"))
+            self.report(
+                Finding(
+                    "allocation",
+                    f"allocation {len(data)}",
+                    data,
+                    f"peak RSS grew by {grown // 1024} MiB during one execution",
+                )
+            )
 
     def report(self, finding: Finding) -> None:
         if finding.key not in self.reported:
@@ -207,10 +230,13 @@ class Campaign:
         self.context = context
         count = options.workers
         self.shared = Shared(
-            executions=context.RawArray("q", count), peak_rss_kib=context.RawArray("q", count),
+            executions=context.RawArray("q", count),
+            peak_rss_kib=context.RawArray("q", count),
             busy_since=context.RawArray("d", count),
             inputs=[context.RawArray("B", MAX_INPUT + 8) for _ in range(count)],
-            findings=context.Queue(), summaries=context.Queue(), stop=context.Event(),
+            findings=context.Queue(),
+            summaries=context.Queue(),
+            stop=context.Event(),
         )
         self.quotas = [options.executions // count + (i < options.executions % count) for i in range(count)]
         self.deadline = time.monotonic() + (options.seconds or float("inf"))
@@ -224,8 +250,10 @@ class Campaign:
     def start(self, index: int) -> None:
         remaining = self.quotas[index] - self.shared.executions[index]
         self.processes[index] = self.context.Process(
-            target=worker_main, daemon=True,
-            args=(index, self.generations[index], remaining, self.deadline, self.options, self.shared))
+            target=worker_main,
+            daemon=True,
+            args=(index, self.generations[index], remaining, self.deadline, self.options, self.shared),
+        )
         self.processes[index].start()
 
     def run(self, report_every: float) -> float:
@@ -269,8 +297,11 @@ class Campaign:
         self.record(Finding(kind, f"{kind} worker {report.split(' ')[0]}", data, report))
         self.shared.busy_since[index] = 0.0
         self.generations[index] += 1
-        if self.generations[index] <= MAX_RESTARTS and time.monotonic() < self.deadline \
-                and not self.shared.stop.is_set():
+        if (
+            self.generations[index] <= MAX_RESTARTS
+            and time.monotonic() < self.deadline
+            and not self.shared.stop.is_set()
+        ):
             self.start(index)
         else:
             self.retired.add(index)
@@ -298,8 +329,11 @@ class Campaign:
         return max(self.shared.peak_rss_kib) / 1024
 
     def print_progress(self, elapsed: float) -> None:
-        print(f"[{elapsed:7.0f}s] executions {self.executions:,}  exec/s {self.executions / elapsed:,.0f}  "
-              f"findings {len(self.findings)}  peak RSS {self.peak_rss_mib():.0f} MiB", flush=True)
+        print(
+            f"[{elapsed:7.0f}s] executions {self.executions:,}  exec/s {self.executions / elapsed:,.0f}  "
+            f"findings {len(self.findings)}  peak RSS {self.peak_rss_mib():.0f} MiB",
+            flush=True,
+        )
 
     def print_summary(self, elapsed: float) -> None:
         outcomes = sum((counter for counter, _ in self.summaries.values()), collections.Counter())
@@ -307,10 +341,14 @@ class Campaign:
         total = max(1, sum(outcomes.values()))
         print(f"executions: {self.executions:,} in {elapsed:.1f} s")
         print(f"exec/s: {self.executions / elapsed:,.1f}")
-        print("outcomes: " + ", ".join(f"{rule} {count / total:.1%}" for rule, count in outcomes.most_common()))
-        print(f"findings: {len(self.findings)} unique "
-              f"(crashes {self.finding_count['crash']}, hangs {self.finding_count['hang']}, "
-              f"allocations {self.finding_count['allocation']})")
+        print(
+            "outcomes: " + ", ".join(f"{rule} {count / total:.1%}" for rule, count in outcomes.most_common())
+        )
+        print(
+            f"findings: {len(self.findings)} unique "
+            f"(crashes {self.finding_count['crash']}, hangs {self.finding_count['hang']}, "
+            f"allocations {self.finding_count['allocation']})"
+        )
         print(f"slowest execution: {slowest:.3f} s of CPU")
         print(f"peak RSS: {self.peak_rss_mib():.0f} MiB (largest worker)")
 
@@ -335,10 +373,17 @@ def run_atheris(options: Options) -> int:
     def mutator(data: bytes, max_size: int, seed: int) -> bytes:
         return mutate(data, random.Random(seed))[:max_size]
 
-    argv = [sys.argv[0], str(corpus_dir), f"-seed={options.seed or 1}", f"-max_len={MAX_INPUT}",
-            f"-timeout={max(1, int(options.hang_seconds))}", f"-rss_limit_mb={options.memory_cap_mib}",
-            f"-artifact_prefix={options.findings_dir}/", "-print_final_stats=1",
-            f"-runs={options.executions if options.executions < UNLIMITED else -1}"]
+    argv = [
+        sys.argv[0],
+        str(corpus_dir),
+        f"-seed={options.seed or 1}",
+        f"-max_len={MAX_INPUT}",
+        f"-timeout={max(1, int(options.hang_seconds))}",
+        f"-rss_limit_mb={options.memory_cap_mib}",
+        f"-artifact_prefix={options.findings_dir}/",
+        "-print_final_stats=1",
+        f"-runs={options.executions if options.executions < UNLIMITED else -1}",
+    ]
     if options.seconds:
         argv.append(f"-max_total_time={int(options.seconds)}")
     options.findings_dir.mkdir(parents=True, exist_ok=True)
@@ -350,8 +395,14 @@ def run_atheris(options: Options) -> int:
 def _functions_to_instrument() -> list[Callable[..., Any]]:
     """Functions and methods of the modules an input travels through.
     atheris.instrument_all() would take minutes on everything torch loads."""
-    modules = (sys.modules[decode_base64_embeds.__module__], zipfile, pickletools,
-               torch.serialization, torch._weights_only_unpickler, torch._utils)
+    modules = (
+        sys.modules[decode_base64_embeds.__module__],
+        zipfile,
+        pickletools,
+        torch.serialization,
+        torch._weights_only_unpickler,
+        torch._utils,
+    )
     functions = []
     for module in modules:
         for value in vars(module).values():
@@ -360,5 +411,3 @@ def _functions_to_instrument() -> list[Callable[..., Any]]:
             elif inspect.isclass(value) and value.__module__ == module.__name__:
                 functions += [f for f in vars(value).values() if inspect.isfunction(f)]
     return functions
-
-

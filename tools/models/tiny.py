@@ -83,7 +83,7 @@ def build_model(out: Path, seed: int) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m tools.models.tiny", description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=TINY_MODEL_DIR)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()

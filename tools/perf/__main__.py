@@ -27,23 +27,41 @@ from .report import PerfRun, format_table, run_perf_analyzer
 
 def add_spec_arguments(parser: argparse.ArgumentParser) -> None:
     defaults = InputSpec()
-    parser.add_argument("--kind", choices=KINDS, default=defaults.kind,
-                        help="text prompts, raw FP32 prompt_embeds, or base64 torch.save embeds")
+    parser.add_argument(
+        "--kind",
+        choices=KINDS,
+        default=defaults.kind,
+        help="text prompts, raw FP32 prompt_embeds, or base64 torch.save embeds",
+    )
     parser.add_argument("--entries", type=int, default=defaults.entries, help="distinct requests")
     parser.add_argument("--seq-len", type=int, default=defaults.seq_len, help="prompt tokens")
     parser.add_argument("--hidden", type=int, default=defaults.hidden, help="the model's hidden size")
     parser.add_argument("--max-tokens", type=int, default=defaults.max_tokens)
     parser.add_argument("--ignore-eos", action=argparse.BooleanOptionalAction, default=defaults.ignore_eos)
-    parser.add_argument("--stream", action=argparse.BooleanOptionalAction, default=defaults.stream,
-                        help="a response per token (the model's stream input)")
+    parser.add_argument(
+        "--stream",
+        action=argparse.BooleanOptionalAction,
+        default=defaults.stream,
+        help="a response per token (the model's stream input)",
+    )
     parser.add_argument("--seed", type=int, default=defaults.seed)
-    parser.add_argument("--tokenizer", help="local tokenizer dir: cut text prompts to exactly --seq-len tokens")
+    parser.add_argument(
+        "--tokenizer", help="local tokenizer dir: cut text prompts to exactly --seq-len tokens"
+    )
 
 
 def spec_from(args: argparse.Namespace) -> InputSpec:
-    return InputSpec(kind=args.kind, entries=args.entries, seq_len=args.seq_len, hidden=args.hidden,
-                     max_tokens=args.max_tokens, ignore_eos=args.ignore_eos, stream=args.stream,
-                     seed=args.seed, tokenizer=args.tokenizer)
+    return InputSpec(
+        kind=args.kind,
+        entries=args.entries,
+        seq_len=args.seq_len,
+        hidden=args.hidden,
+        max_tokens=args.max_tokens,
+        ignore_eos=args.ignore_eos,
+        stream=args.stream,
+        seed=args.seed,
+        tokenizer=args.tokenizer,
+    )
 
 
 def cmd_install(args: argparse.Namespace) -> int:
@@ -63,11 +81,21 @@ def cmd_inputs(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     wrapper = tools.ensure_perf_analyzer()
     out_dir = Path(args.out_dir or tempfile.mkdtemp(prefix="perf-analyzer-"))
-    input_data = Path(args.input_data) if args.input_data else write_input_data(
-        spec_from(args), out_dir / f"input_{args.kind}.json")
-    run = PerfRun(url=args.url, model=args.model, input_data=input_data, out_dir=out_dir,
-                  concurrency=args.concurrency, request_count=args.request_count,
-                  stability_percentage=args.stability, extra_args=args.extra)
+    input_data = (
+        Path(args.input_data)
+        if args.input_data
+        else write_input_data(spec_from(args), out_dir / f"input_{args.kind}.json")
+    )
+    run = PerfRun(
+        url=args.url,
+        model=args.model,
+        input_data=input_data,
+        out_dir=out_dir,
+        concurrency=args.concurrency,
+        request_count=args.request_count,
+        stability_percentage=args.stability,
+        extra_args=args.extra,
+    )
     result = run_perf_analyzer(run, wrapper)
     if args.verbose or result.returncode != 0:
         print(result.output)
@@ -90,7 +118,9 @@ def cmd_genai_perf(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m tools.perf", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     install = sub.add_parser("install", help="install perf_analyzer (idempotent)")
     install.add_argument("--genai-perf", action="store_true", help="also genai-perf, in its own venv")
@@ -112,14 +142,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-COMMANDS = {"install": cmd_install, "inputs": cmd_inputs, "run": cmd_run,
-            "exec": cmd_exec, "genai-perf": cmd_genai_perf}
+COMMANDS = {
+    "install": cmd_install,
+    "inputs": cmd_inputs,
+    "run": cmd_run,
+    "exec": cmd_exec,
+    "genai-perf": cmd_genai_perf,
+}
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     # Everything after "--" goes to the tool untouched (argparse would parse it).
-    own, extra = (argv[:argv.index("--")], argv[argv.index("--") + 1:]) if "--" in argv else (argv, [])
+    own, extra = (argv[: argv.index("--")], argv[argv.index("--") + 1 :]) if "--" in argv else (argv, [])
     args = build_parser().parse_args(own)
     args.extra = extra
     return COMMANDS[args.command](args)

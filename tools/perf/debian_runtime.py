@@ -37,9 +37,9 @@ KEYRING = Path("/usr/share/keyrings/debian-archive-keyring.gpg")
 
 @dataclass(frozen=True)
 class Arch:
-    debian: str      # Debian architecture name
-    triplet: str     # multiarch library directory
-    loader: str      # dynamic loader file name
+    debian: str  # Debian architecture name
+    triplet: str  # multiarch library directory
+    loader: str  # dynamic loader file name
 
 
 ARCHES = {
@@ -58,7 +58,7 @@ def host_arch() -> Arch:
 def glibc_version() -> tuple[int, int]:
     """The host's glibc as (major, minor); (0, 0) when it is not glibc."""
     try:
-        name, version = (os.confstr("CS_GNU_LIBC_VERSION") or "").split()
+        _name, version = (os.confstr("CS_GNU_LIBC_VERSION") or "").split()
         major, minor = version.split(".")[:2]
         return int(major), int(minor)
     except (ValueError, OSError):
@@ -99,13 +99,17 @@ def write_apt_config(base: Path) -> Path:
 
     The system's apt.conf.d is still read first, so a proxy set there applies.
     """
-    subdirs = ("etc/apt.conf.d", "etc/sources.list.d", "etc/preferences.d", "state/lists/partial",
-               "cache/archives/partial")
+    subdirs = (
+        "etc/apt.conf.d",
+        "etc/sources.list.d",
+        "etc/preferences.d",
+        "state/lists/partial",
+        "cache/archives/partial",
+    )
     for sub in subdirs:
         (base / sub).mkdir(parents=True, exist_ok=True)
     (base / "state" / "status").touch()
-    (base / "etc" / "sources.list").write_text(
-        f"deb [signed-by={KEYRING}] {MIRROR} {SUITE} main\n")
+    (base / "etc" / "sources.list").write_text(f"deb [signed-by={KEYRING}] {MIRROR} {SUITE} main\n")
     options = {
         "Dir::Etc": base / "etc",
         "Dir::Etc::sourcelist": base / "etc" / "sources.list",
@@ -128,8 +132,9 @@ def write_apt_config(base: Path) -> Path:
 def fetch_with_apt(dest: Path) -> list[Path]:
     env = {**os.environ, "APT_CONFIG": str(write_apt_config(dest / "apt"))}
     subprocess.run(["apt-get", "-q", "update"], env=env, check=True, stdout=subprocess.DEVNULL)
-    subprocess.run(["apt-get", "-q", "download", *PACKAGES], env=env, cwd=dest, check=True,
-                   stdout=subprocess.DEVNULL)
+    subprocess.run(
+        ["apt-get", "-q", "download", *PACKAGES], env=env, cwd=dest, check=True, stdout=subprocess.DEVNULL
+    )
     return sorted(dest.glob("*.deb"))
 
 
@@ -172,10 +177,10 @@ def ar_members(blob: bytes) -> dict[str, bytes]:
         raise ValueError("not an ar archive")
     members, offset = {}, 8
     while offset + 60 <= len(blob):
-        header = blob[offset:offset + 60]
+        header = blob[offset : offset + 60]
         name = header[:16].decode().strip().rstrip("/")
         size = int(header[48:58].decode().strip())
-        members[name] = blob[offset + 60:offset + 60 + size]
+        members[name] = blob[offset + 60 : offset + 60 + size]
         offset += 60 + size + (size % 2)  # members are 2-byte aligned
     return members
 
@@ -185,8 +190,11 @@ def extract_data_tar(blob: bytes, root: Path) -> None:
     data = next(v for k, v in ar_members(blob).items() if k.startswith("data.tar"))
     wanted = f"usr/lib/{host_arch().triplet}/"
     with tarfile.open(fileobj=io.BytesIO(data), mode="r:*") as archive:
-        members = [m for m in archive.getmembers()
-                   if m.name.lstrip("./").startswith(wanted) and not (m.issym() and m.linkname.startswith("/"))]
+        members = [
+            m
+            for m in archive.getmembers()
+            if m.name.lstrip("./").startswith(wanted) and not (m.issym() and m.linkname.startswith("/"))
+        ]
         # The "data" filter (where this Python has it) refuses paths leaving `root`.
         extra = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
         archive.extractall(root, members=members, **extra)

@@ -45,14 +45,14 @@ class InputSpec:
     """What every request of a benchmark carries."""
 
     kind: Kind = "text"
-    entries: int = 8            # distinct requests perf_analyzer cycles through
-    seq_len: int = 16           # prompt tokens (embeddings rows; words for text)
-    hidden: int = 128           # the model's hidden size (embeddings only)
+    entries: int = 8  # distinct requests perf_analyzer cycles through
+    seq_len: int = 16  # prompt tokens (embeddings rows; words for text)
+    hidden: int = 128  # the model's hidden size (embeddings only)
     max_tokens: int = 16
-    ignore_eos: bool = True     # every request then generates exactly max_tokens
-    stream: bool = True         # a response per generated token
+    ignore_eos: bool = True  # every request then generates exactly max_tokens
+    stream: bool = True  # a response per generated token
     seed: int = 0
-    scale: float = 0.02         # std of the random embeddings, near real embedding tables
+    scale: float = 0.02  # std of the random embeddings, near real embedding tables
     tokenizer: str | None = None  # a local tokenizer dir: text prompts then get exactly seq_len tokens
 
 

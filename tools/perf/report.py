@@ -27,8 +27,8 @@ class PerfRun:
     model: str
     input_data: Path
     out_dir: Path
-    concurrency: str = "1"          # perf_analyzer's start[:end[:step]]
-    request_count: int = 20         # requests per measurement window (count_windows)
+    concurrency: str = "1"  # perf_analyzer's start[:end[:step]]
+    request_count: int = 20  # requests per measurement window (count_windows)
     stability_percentage: float = 10.0
     max_trials: int = 10
     extra_args: list[str] = field(default_factory=list)
@@ -48,7 +48,7 @@ class Figures:
 
     concurrency: int
     requests: int
-    throughput_rps: float           # perf_analyzer's "Inferences/Second"
+    throughput_rps: float  # perf_analyzer's "Inferences/Second"
     p50_latency_ms: float
     p99_latency_ms: float
     ttft_p50_ms: float
@@ -65,21 +65,41 @@ class PerfResult:
     def problems(self) -> list[str]:
         """perf_analyzer's lines about failed requests or unstable levels; it
         ends a sweep at the first level that never stabilises, exiting 0."""
-        return [line.strip() for line in self.output.splitlines()
-                if "error" in line.lower() or line.startswith("Failed")]
+        return [
+            line.strip()
+            for line in self.output.splitlines()
+            if "error" in line.lower() or line.startswith("Failed")
+        ]
 
 
 def command(run: PerfRun, executable: Path) -> list[str]:
     return [
-        str(executable), "-m", run.model, "-u", run.url, "-i", "grpc", "--streaming",
-        "--input-data", str(run.input_data), "--concurrency-range", run.concurrency,
+        str(executable),
+        "-m",
+        run.model,
+        "-u",
+        run.url,
+        "-i",
+        "grpc",
+        "--streaming",
+        "--input-data",
+        str(run.input_data),
+        "--concurrency-range",
+        run.concurrency,
         # Fixed request counts per window end in seconds on a small model, where
         # time windows would wait out their whole interval.
-        "--measurement-mode", "count_windows",
-        "--measurement-request-count", str(run.request_count),
-        "--stability-percentage", str(run.stability_percentage),
-        "--max-trials", str(run.max_trials),
-        "-f", str(run.csv_path), "--profile-export-file", str(run.export_path),
+        "--measurement-mode",
+        "count_windows",
+        "--measurement-request-count",
+        str(run.request_count),
+        "--stability-percentage",
+        str(run.stability_percentage),
+        "--max-trials",
+        str(run.max_trials),
+        "-f",
+        str(run.csv_path),
+        "--profile-export-file",
+        str(run.export_path),
         *run.extra_args,
     ]
 
@@ -111,8 +131,9 @@ def stream_figures(requests: list[dict[str, Any]]) -> tuple[float, float]:
     if not answered:
         return 0.0, 0.0
     ttft = [(r["response_timestamps"][0] - r["timestamp"]) / NS_PER_MS for r in answered]
-    span_s = (max(r["response_timestamps"][-1] for r in answered)
-              - min(r["timestamp"] for r in answered)) / 1e9
+    span_s = (
+        max(r["response_timestamps"][-1] for r in answered) - min(r["timestamp"] for r in answered)
+    ) / 1e9
     tokens = sum(output_tokens(r) for r in answered)
     return statistics.median(ttft), tokens / span_s if span_s > 0 else 0.0
 
@@ -127,24 +148,38 @@ def collect_figures(run: PerfRun) -> list[Figures]:
             continue
         row = rows[level]
         ttft, tokens_per_s = stream_figures(experiment["requests"])
-        figures.append(Figures(
-            concurrency=level, requests=len(experiment["requests"]),
-            throughput_rps=float(row["Inferences/Second"]),
-            p50_latency_ms=float(row["p50 latency"]) / 1000, p99_latency_ms=float(row["p99 latency"]) / 1000,
-            ttft_p50_ms=ttft, output_tokens_per_s=tokens_per_s))
+        figures.append(
+            Figures(
+                concurrency=level,
+                requests=len(experiment["requests"]),
+                throughput_rps=float(row["Inferences/Second"]),
+                p50_latency_ms=float(row["p50 latency"]) / 1000,
+                p99_latency_ms=float(row["p99 latency"]) / 1000,
+                ttft_p50_ms=ttft,
+                output_tokens_per_s=tokens_per_s,
+            )
+        )
     return figures
 
 
 def format_table(figures: list[Figures]) -> str:
-    lines = ["| concurrency | requests/s | p50 latency ms | p99 latency ms | p50 TTFT ms | output tokens/s |",
-             "|---|---|---|---|---|---|"]
-    lines += [f"| {f.concurrency} | {f.throughput_rps:.2f} | {f.p50_latency_ms:.1f} | {f.p99_latency_ms:.1f} "
-              f"| {f.ttft_p50_ms:.1f} | {f.output_tokens_per_s:.1f} |" for f in figures]
+    lines = [
+        "| concurrency | requests/s | p50 latency ms | p99 latency ms | p50 TTFT ms | output tokens/s |",
+        "|---|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {f.concurrency} | {f.throughput_rps:.2f} | {f.p50_latency_ms:.1f} | {f.p99_latency_ms:.1f} "
+        f"| {f.ttft_p50_ms:.1f} | {f.output_tokens_per_s:.1f} |"
+        for f in figures
+    ]
     return "\n".join(lines)
 
 
 def final_outputs(export_path: Path) -> list[dict[str, Any]]:
     """The last response of every request perf_analyzer sent (all levels)."""
     experiments = json.loads(export_path.read_text())["experiments"]
-    return [request["response_outputs"][-1] if request.get("response_outputs") else {}
-            for experiment in experiments for request in experiment["requests"]]
+    return [
+        request["response_outputs"][-1] if request.get("response_outputs") else {}
+        for experiment in experiments
+        for request in experiment["requests"]
+    ]

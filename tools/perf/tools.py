@@ -27,8 +27,19 @@ GLIBC_NEEDED = (2, 38)
 # genai-perf's runtime imports (it imports requests without declaring it), less
 # perf-analyzer (on this platform PyPI resolves it to a 0.1.0 stub) and the
 # plot/test extras that `profile` never imports.
-GENAI_PERF_DEPS = ("jinja2", "numpy", "orjson", "pandas", "pillow", "plotly", "pyyaml",
-                   "requests", "rich", "soundfile", "transformers")
+GENAI_PERF_DEPS = (
+    "jinja2",
+    "numpy",
+    "orjson",
+    "pandas",
+    "pillow",
+    "plotly",
+    "pyyaml",
+    "requests",
+    "rich",
+    "soundfile",
+    "transformers",
+)
 
 
 def pip(*args: str, python: str = sys.executable) -> None:
@@ -44,8 +55,16 @@ def install_wheel(version: str = PERF_ANALYZER_VERSION) -> Path:
         shutil.rmtree(partial, ignore_errors=True)
         # The wheels are tagged manylinux_2_38: pip hides them on an older glibc
         # unless told the platform, which in turn needs binary-only, no-deps.
-        pip("install", "--target", str(partial), "--no-deps", "--only-binary=:all:",
-            "--platform", f"manylinux_2_38_{platform.machine()}", f"perf-analyzer=={version}")
+        pip(
+            "install",
+            "--target",
+            str(partial),
+            "--no-deps",
+            "--only-binary=:all:",
+            "--platform",
+            f"manylinux_2_38_{platform.machine()}",
+            f"perf-analyzer=={version}",
+        )
         shutil.rmtree(target, ignore_errors=True)
         partial.rename(target)
     binary.chmod(0o755)
@@ -72,9 +91,11 @@ def launch_prefix(binary: Path) -> list[str]:
 
 def write_wrapper(prefix: list[str]) -> Path:
     wrapper = BIN / "perf_analyzer"
-    text = ("#!/bin/sh\n"
-            "# perf_analyzer from the perf-analyzer wheel (written by python -m tools.perf install)\n"
-            f'exec {shlex.join(prefix)} "$@"\n')
+    text = (
+        "#!/bin/sh\n"
+        "# perf_analyzer from the perf-analyzer wheel (written by python -m tools.perf install)\n"
+        f'exec {shlex.join(prefix)} "$@"\n'
+    )
     BIN.mkdir(parents=True, exist_ok=True)
     if not wrapper.exists() or wrapper.read_text() != text:
         wrapper.write_text(text)

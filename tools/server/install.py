@@ -23,7 +23,7 @@ def triton_home() -> Path:
     spec = importlib.util.find_spec("pytriton")
     if spec is None or not spec.submodule_search_locations:
         sys.exit("nvidia-pytriton is not installed: run scripts/bootstrap.sh")
-    return Path(list(spec.submodule_search_locations)[0]) / "tritonserver"
+    return Path(next(iter(spec.submodule_search_locations))) / "tritonserver"
 
 
 def install_stub(home: Path) -> Path:
@@ -40,7 +40,7 @@ def install_stub(home: Path) -> Path:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m tools.server.install", description=__doc__)
     parser.add_argument("--print-env", action="store_true")
     args = parser.parse_args()
     home = triton_home()

@@ -9,6 +9,7 @@ here rather than left to the user's shell.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import signal
@@ -32,7 +33,7 @@ class Ports:
     metrics: int = 8002
 
     @classmethod
-    def free(cls) -> "Ports":
+    def free(cls) -> Ports:
         """Three ports nothing listens on now, for servers beside others."""
         ports: list[int] = []
         while len(ports) < 3:
@@ -159,14 +160,15 @@ class TritonServer:
         ]
 
     def start(self) -> None:
-        out = open(self.log_path, "ab") if self.log_path else None
-        self.process = subprocess.Popen(
-            self.command(),
-            env=server_environment(self.env),
-            stdout=out,
-            stderr=subprocess.STDOUT if out else None,
-            **own_process_group(),  # stub and engine processes die with it
-        )
+        # The child gets its own copy of the log's descriptor; ours closes here.
+        with open(self.log_path, "ab") if self.log_path else contextlib.nullcontext() as out:
+            self.process = subprocess.Popen(
+                self.command(),
+                env=server_environment(self.env),
+                stdout=out,
+                stderr=subprocess.STDOUT if out else None,
+                **own_process_group(),  # stub and engine processes die with it
+            )
 
     def is_ready(self) -> bool:
         try:
@@ -181,8 +183,7 @@ class TritonServer:
         start = time.monotonic()
         while time.monotonic() - start < timeout_s:
             if self.process is not None and self.process.poll() is not None:
-                raise RuntimeError(f"tritonserver exited with {self.process.returncode}"
-                                   f"{self._log_hint()}")
+                raise RuntimeError(f"tritonserver exited with {self.process.returncode}{self._log_hint()}")
             if self.is_ready():
                 return time.monotonic() - start
             time.sleep(0.5)
@@ -203,7 +204,7 @@ class TritonServer:
             pass
         kill_group(self.process.pid)
 
-    def __enter__(self) -> "TritonServer":
+    def __enter__(self) -> TritonServer:
         self.start()
         return self
 

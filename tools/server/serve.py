@@ -15,7 +15,7 @@ from .launcher import Ports, TritonServer
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m tools.server.serve", description=__doc__.splitlines()[0])
     parser.add_argument("--model-repository", type=Path, default=MODEL_REPOSITORY)
     parser.add_argument("--http-port", type=int, default=8000)
     parser.add_argument("--grpc-port", type=int, default=8001)
@@ -29,8 +29,8 @@ def ready_banner(server: TritonServer, seconds: float, model: str) -> str:
         f"\nREADY in {seconds:.0f} s: HTTP {server.http_url}, gRPC {server.grpc_url}, "
         f"metrics localhost:{server.ports.metrics}/metrics\n"
         f"Try: curl -s -X POST http://{server.http_url}/v2/models/{model}/generate "
-        "-d '{\"text_input\": \"The capital of France is\", \"exclude_input_in_output\": true, "
-        "\"sampling_parameters\": \"{\\\"temperature\\\": 0, \\\"max_tokens\\\": 16}\"}'\n"
+        '-d \'{"text_input": "The capital of France is", "exclude_input_in_output": true, '
+        '"sampling_parameters": "{\\"temperature\\": 0, \\"max_tokens\\": 16}"}\'\n'
         "Ctrl-C stops the server.\n"
     )
 

@@ -3,4 +3,4 @@
 from .completions import AsyncCompletions, Completions
 from .models import AsyncModels, Models
 
-__all__ = ["AsyncCompletions", "Completions", "AsyncModels", "Models"]
+__all__ = ["AsyncCompletions", "AsyncModels", "Completions", "Models"]

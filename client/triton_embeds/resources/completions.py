@@ -99,8 +99,14 @@ class AsyncCompletions:
         extra = dict(extra_body or {})
         embeds_from_extra = extra.pop("prompt_embeds", None)
         sampling = sampling_parameters(
-            extra, max_tokens=max_tokens, temperature=temperature, top_p=top_p, top_k=top_k,
-            seed=seed, stop=stop, presence_penalty=presence_penalty,
+            extra,
+            max_tokens=max_tokens,
+            temperature=temperature,
+            top_p=top_p,
+            top_k=top_k,
+            seed=seed,
+            stop=stop,
+            presence_penalty=presence_penalty,
             frequency_penalty=frequency_penalty,
         )
         requests = await build_requests(
@@ -179,7 +185,9 @@ class _Builder:
         choices = [_choice(index, "".join(texts[index]), reasons[index]) for index in range(self.count)]
         return self._make(choices, self.usage())
 
-    async def chunks(self, deltas: AsyncGenerator[Delta, None], include_usage: bool) -> AsyncGenerator[Completion, None]:
+    async def chunks(
+        self, deltas: AsyncGenerator[Delta, None], include_usage: bool
+    ) -> AsyncGenerator[Completion, None]:
         async with aclosing(deltas):
             async for delta in deltas:
                 self._count(delta)
@@ -202,8 +210,13 @@ class _Builder:
 
     def _make(self, choices: list[CompletionChoice], usage: CompletionUsage | None) -> Completion:
         return Completion.model_construct(
-            id=self.id, choices=choices, created=self.created, model=self.model,
-            object="text_completion", system_fingerprint=None, usage=usage,
+            id=self.id,
+            choices=choices,
+            created=self.created,
+            model=self.model,
+            object="text_completion",
+            system_fingerprint=None,
+            usage=usage,
         )
 
 

@@ -25,13 +25,14 @@ os.environ["PYTHONUTF8"] = "1"
 locale.setlocale(locale.LC_CTYPE, "C.UTF-8")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import triton_python_backend_utils as pb_utils  # noqa: E402
-from embeds_backend import triton_config  # noqa: E402
-from embeds_backend.engine import EngineBridge  # noqa: E402
-from embeds_backend.handler import RequestHandler  # noqa: E402
-from embeds_backend.metrics import ModelMetrics  # noqa: E402
-from embeds_backend.settings import load_backend_settings, load_engine_args  # noqa: E402
-from embeds_backend.supervisor import EngineSupervisor  # noqa: E402
+import triton_python_backend_utils as pb_utils
+
+from embeds_backend import triton_config
+from embeds_backend.engine import EngineBridge
+from embeds_backend.handler import RequestHandler
+from embeds_backend.metrics import ModelMetrics
+from embeds_backend.settings import load_backend_settings, load_engine_args
+from embeds_backend.supervisor import EngineSupervisor
 
 
 class TritonPythonModel:
@@ -63,8 +64,11 @@ class TritonPythonModel:
         )
         self._loop.call_soon_threadsafe(self._supervisor.start)
         self._handler = RequestHandler(
-            self._engine, self._supervisor, load_backend_settings(model_config),
-            self._metrics, self._loop,
+            self._engine,
+            self._supervisor,
+            load_backend_settings(model_config),
+            self._metrics,
+            self._loop,
         )
         pb_utils.Logger.log_info(
             f"{args['model_name']}: vLLM engine ready (hidden size {self._engine.hidden_size}, "

@@ -31,7 +31,6 @@ _NPY_MAGIC = b"\x93NUMPY"
 _ZIP_MAGIC = b"PK\x03\x04"
 
 
-
 def _fastest_b64decode() -> Callable[..., bytes]:
     """pybase64 is vLLM's own (SIMD) decoder; fall back to the stdlib."""
     try:
@@ -99,8 +98,7 @@ def strict_b64decode(encoded: bytes | str) -> bytes:
     except (binascii.Error, ValueError) as exc:
         raise RequestRejected(
             Rule.BAD_BASE64,
-            f"prompt_embeds_base64 is not valid base64 (standard alphabet, padded, "
-            f"no whitespace): {exc}",
+            f"prompt_embeds_base64 is not valid base64 (standard alphabet, padded, no whitespace): {exc}",
         ) from None
 
 
@@ -132,8 +130,10 @@ def _describe_zip(raw: bytes) -> str | None:
         if member.file_size > len(raw):
             return f"a zip archive whose member {member.filename} claims {member.file_size} bytes"
         if not 0 <= member.header_offset < len(raw):  # zipfile would seek there to read it
-            return (f"a zip archive whose member {member.filename} starts at byte "
-                    f"{member.header_offset}, outside the payload")
+            return (
+                f"a zip archive whose member {member.filename} starts at byte "
+                f"{member.header_offset}, outside the payload"
+            )
     return None
 
 
@@ -233,7 +233,8 @@ def _require_dense(loaded: object) -> torch.Tensor:
         raise RequestRejected(Rule.NOT_DENSE, "prompt_embeds must be a dense tensor, got a nested tensor")
     if loaded.device.type != "cpu":  # map_location moved every storage: no data was saved
         raise RequestRejected(
-            Rule.NOT_A_TENSOR, f"prompt_embeds_base64 holds a {loaded.device.type} tensor, which has no values"
+            Rule.NOT_A_TENSOR,
+            f"prompt_embeds_base64 holds a {loaded.device.type} tensor, which has no values",
         )
     if loaded.is_quantized:
         raise RequestRejected(
@@ -305,8 +306,7 @@ def _check_shape(tensor: torch.Tensor, hidden_size: int) -> torch.Tensor:
     elif tensor.dim() != 2:
         raise RequestRejected(
             Rule.BAD_SHAPE,
-            f"prompt_embeds must have shape (seq_len, hidden) or (1, seq_len, hidden), "
-            f"got {list(shape)}",
+            f"prompt_embeds must have shape (seq_len, hidden) or (1, seq_len, hidden), got {list(shape)}",
         )
     seq_len, hidden = tensor.shape
     if seq_len < 1:

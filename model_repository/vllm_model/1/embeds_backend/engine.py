@@ -3,8 +3,9 @@ engine API, so a vLLM upgrade touches one file."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any, AsyncIterator
+from typing import Any
 
 import torch
 

@@ -46,9 +46,7 @@ class RequestHandler:
         self._responses = triton_io.ResponseSender(before_final=metrics.publish)
         self._inflight: dict[asyncio.Task, triton_io.ClientStream] = {}
         self._stopped = threading.Event()
-        self._watcher = threading.Thread(
-            target=self._watch_cancellations, name="cancel-watcher", daemon=True
-        )
+        self._watcher = threading.Thread(target=self._watch_cancellations, name="cancel-watcher", daemon=True)
         self._watcher.start()
 
     # -- called from Triton's execute() thread --------------------------------
@@ -124,9 +122,7 @@ class RequestHandler:
         prefix = parsed.text if self._echoes_prompt(parsed) else ""
         generated = prompt_tokens = 0
         finished = False
-        async for output in self._engine.generate(
-            prompt, parsed.sampling, uuid.uuid4().hex, parsed.stream
-        ):
+        async for output in self._engine.generate(prompt, parsed.sampling, uuid.uuid4().hex, parsed.stream):
             completion = output.outputs[0]
             if parsed.stream and generated == 0 and completion.token_ids:
                 self._metrics.time_to_first_token(time.monotonic() - arrival)

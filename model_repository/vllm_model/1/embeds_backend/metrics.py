@@ -55,9 +55,7 @@ class ModelMetrics:
                 "1 while the vLLM engine serves, 0 while it is down or restarting",
                 pb_utils.MetricFamily.GAUGE,
             ),
-            pb_utils.MetricFamily(
-                "embeds_engine_restarts_total", "Engine restarts after a failure", counter
-            ),
+            pb_utils.MetricFamily("embeds_engine_restarts_total", "Engine restarts after a failure", counter),
             pb_utils.MetricFamily(
                 "embeds_engine_recovery_seconds",
                 "Seconds the last engine restart took, from failure to serving",
@@ -129,8 +127,15 @@ class ModelMetrics:
         """Release metrics, then families, while Triton's shared memory still
         exists: left to interpreter exit, their destructors crash the stub."""
         self.publish()
-        for name in ("_prompt_tokens", "_generated_tokens", "_ttft", "_unfinished",
-                     "_ready", "_restarts", "_recovery"):
+        for name in (
+            "_prompt_tokens",
+            "_generated_tokens",
+            "_ttft",
+            "_unfinished",
+            "_ready",
+            "_restarts",
+            "_recovery",
+        ):
             setattr(self, name, None)
         self._by_kind.clear()
         self._by_rule.clear()

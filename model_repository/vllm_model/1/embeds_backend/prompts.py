@@ -12,9 +12,7 @@ from .errors import RequestRejected
 from .request_parsing import ParsedRequest, PromptKind
 
 
-def build_embeds_prompt(
-    parsed: ParsedRequest, limits: EmbedsLimits, max_model_len: int
-) -> dict[str, Any]:
+def build_embeds_prompt(parsed: ParsedRequest, limits: EmbedsLimits, max_model_len: int) -> dict[str, Any]:
     """SPEC rules 2-8 for an embeddings request."""
     if parsed.kind is PromptKind.EMBEDS_BASE64:
         tensor = decode_base64_embeds(parsed.embeds_base64 or b"", limits)
@@ -38,4 +36,3 @@ def check_context_length(prompt_len: int, max_tokens: int, max_model_len: int) -
 
 def build_text_prompt(parsed: ParsedRequest) -> dict[str, Any]:
     return {"prompt": parsed.text or ""}
-

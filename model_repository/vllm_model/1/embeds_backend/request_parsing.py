@@ -4,9 +4,10 @@ arrive as a mapping of input name to bytes / bool / tensor."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 

@@ -8,7 +8,8 @@ clients send them, as strings ("0.7", "true"); both are accepted.
 from __future__ import annotations
 
 import json
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from .contract import Rule
 from .errors import RequestRejected
@@ -161,8 +162,7 @@ def _check_ranges(params: dict[str, Any]) -> None:
     if params.get("min_tokens", 0) > params["max_tokens"]:
         raise RequestRejected(
             Rule.BAD_SAMPLING,
-            f"sampling parameter min_tokens={params['min_tokens']} exceeds "
-            f"max_tokens={params['max_tokens']}",
+            f"sampling parameter min_tokens={params['min_tokens']} exceeds max_tokens={params['max_tokens']}",
         )
 
 
@@ -176,8 +176,7 @@ def _check_lists(params: dict[str, Any]) -> None:
     if longest > MAX_STOP_STRING_CHARS:
         raise RequestRejected(
             Rule.BAD_SAMPLING,
-            f"sampling parameter stop has a string of {longest} characters; at most "
-            f"{MAX_STOP_STRING_CHARS}",
+            f"sampling parameter stop has a string of {longest} characters; at most {MAX_STOP_STRING_CHARS}",
         )
     ids = params.get("stop_token_ids", [])
     if len(ids) > MAX_STOP_TOKEN_IDS:

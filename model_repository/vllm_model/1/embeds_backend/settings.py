@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from .embeds import DEFAULT_MAX_EMBEDS_BYTES
 
@@ -57,7 +58,5 @@ def load_backend_settings(model_config: Mapping[str, Any]) -> BackendSettings:
             params.get("max_concurrent_requests") or defaults.max_concurrent_requests
         ),
         decode_workers=int(params.get("decode_workers") or defaults.decode_workers),
-        cancel_poll_interval_s=float(
-            params.get("cancel_poll_interval_s") or defaults.cancel_poll_interval_s
-        ),
+        cancel_poll_interval_s=float(params.get("cancel_poll_interval_s") or defaults.cancel_poll_interval_s),
     )

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from .contract import Unavailable
 from .engine import EngineBridge
@@ -81,8 +81,9 @@ class EngineSupervisor:
                 await self._loop.run_in_executor(None, self._engine.start)
                 break
             except Exception as exc:  # noqa: BLE001 - keep trying, with backoff
-                self._log(f"vLLM engine restart failed ({type(exc).__name__}: {exc}); "
-                          f"retrying in {backoff:.0f} s")
+                self._log(
+                    f"vLLM engine restart failed ({type(exc).__name__}: {exc}); retrying in {backoff:.0f} s"
+                )
                 self._shutdown_quietly()
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, self._max_backoff_s)

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import queue
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -66,9 +67,7 @@ def make_response(text: str, finish_reason: str | None, usage: Usage) -> Any:
                 FINISH_REASON_OUTPUT, np.array([(finish_reason or "").encode()], dtype=np.object_)
             ),
             pb_utils.Tensor(INPUT_TOKENS_OUTPUT, np.array([usage.prompt_tokens], dtype=np.uint32)),
-            pb_utils.Tensor(
-                OUTPUT_TOKENS_OUTPUT, np.array([usage.completion_tokens], dtype=np.uint32)
-            ),
+            pb_utils.Tensor(OUTPUT_TOKENS_OUTPUT, np.array([usage.completion_tokens], dtype=np.uint32)),
         ]
     )
 
@@ -101,9 +100,7 @@ def internal_error(code: str, message: str) -> Any:
 
 
 def _error(kind: str, code: str, message: str, status: Any) -> Any:
-    return pb_utils.InferenceResponse(
-        error=pb_utils.TritonError(error_message(kind, code, message), status)
-    )
+    return pb_utils.InferenceResponse(error=pb_utils.TritonError(error_message(kind, code, message), status))
 
 
 def warn(message: str) -> None:
@@ -145,7 +142,6 @@ class _Outbox:
     text: list[str] = field(default_factory=list)
     finish_reason: str | None = None
     usage: Usage | None = None
-    has_data: bool = False
     final: bool = False
     error: Any | None = None
 
@@ -173,12 +169,13 @@ class ResponseSender:
         self._thread = threading.Thread(target=self._run, name="response-sender", daemon=True)
         self._thread.start()
 
-    def stream(self, stream: ClientStream, text: str, finish_reason: str | None, usage: Usage,
-               final: bool) -> None:
+    def stream(
+        self, stream: ClientStream, text: str, finish_reason: str | None, usage: Usage, final: bool
+    ) -> None:
         with self._lock:
             box = self._outbox(stream)
             box.text.append(text)
-            box.usage, box.has_data = usage, True
+            box.usage = usage
             box.finish_reason = finish_reason or box.finish_reason
             box.final = box.final or final
 
@@ -199,12 +196,20 @@ class ResponseSender:
         while (key := self._queue.get()) is not None:
             with self._lock:
                 box = self._outboxes.pop(key)
+            if box.final:
+                self._publish_before_final()
             try:
-                if box.final:
-                    self._before_final()
                 _deliver(box)
-            except Exception as exc:  # a closed stream must not stop the others
+            except Exception as exc:  # noqa: BLE001 - a closed stream must not stop the others
                 warn(f"could not send a response: {exc}")
+
+    def _publish_before_final(self) -> None:
+        """A failure here (metrics are IPC to Triton) must not cost the
+        request its final response: the client would wait forever."""
+        try:
+            self._before_final()
+        except Exception as exc:  # noqa: BLE001 - logged; the final still goes out
+            warn(f"could not publish metrics before a final response: {exc}")
 
     def close(self) -> None:
         self._queue.put(None)
@@ -212,15 +217,20 @@ class ResponseSender:
 
 
 def _deliver(box: _Outbox) -> None:
-    data_is_final = box.final and box.error is None
-    if box.usage is not None:  # set together with has_data
-        text = "".join(box.text)
-        if box.final:
-            box.stream.send(make_response(text, box.finish_reason, box.usage),
-                            flags=FINAL if data_is_final else 0)
-        else:
-            box.stream.send(make_text_response(text))
-    if box.error is not None:
-        box.stream.send(box.error, flags=FINAL)
-    elif box.final and not box.has_data:
-        box.stream.send(flags=FINAL)
+    """Send what the outbox holds. The error (with the final flag) is tried
+    even when the data before it failed to go: the stream is still open then,
+    and the error is what ends the request."""
+    try:
+        if box.usage is not None:  # there is text to send
+            text = "".join(box.text)
+            if not box.final:
+                box.stream.send(make_text_response(text))
+            else:
+                data_is_final = box.error is None
+                response = make_response(text, box.finish_reason, box.usage)
+                box.stream.send(response, flags=FINAL if data_is_final else 0)
+    finally:
+        if box.error is not None:
+            box.stream.send(box.error, flags=FINAL)
+        elif box.final and box.usage is None:
+            box.stream.send(flags=FINAL)
