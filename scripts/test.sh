@@ -4,20 +4,31 @@
 #   ./scripts/test.sh           every test: the unit tier, then the server tier
 #   ./scripts/test.sh unit      pure logic, no tritonserver, engine or model files
 #   ./scripts/test.sh server    through a real tritonserver + vLLM (CPU); builds the models
+#
+# Test paths among the arguments replace the tier's folder:
+#   ./scripts/test.sh server tests/server/test_faults.py -k concurrency
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 tier="all"
-if [[ $# -gt 0 && ( "$1" == "unit" || "$1" == "server" || "$1" == "all" ) ]]; then
+if [[ $# -gt 0 && ("$1" == "unit" || "$1" == "server" || "$1" == "all") ]]; then
   tier="$1"
   shift
 fi
-bash scripts/bootstrap.sh
 case "$tier" in
-  unit) exec .venv/bin/python -m pytest -ra tests/unit "$@" ;;
+  unit) paths=(tests/unit) ;;
   server) paths=(tests/server) ;;
   all) paths=(tests/unit tests/server) ;;
 esac
-.venv/bin/python -m tools.models.tiny
-.venv/bin/python -m tools.models.smollm2
+for arg in "$@"; do
+  if [[ "$arg" != -* && -e "${arg%%::*}" ]]; then
+    paths=()  # the caller named what to run
+    break
+  fi
+done
+bash scripts/bootstrap.sh
+if [[ "$tier" != "unit" ]]; then
+  .venv/bin/python -m tools.models.tiny
+  .venv/bin/python -m tools.models.smollm2
+fi
 exec .venv/bin/python -m pytest -ra "${paths[@]}" "$@"

@@ -37,7 +37,7 @@ import psutil
 from triton_embeds import AsyncClient, BadRequestError
 
 from .metrics import metric_value, sample_sum, scrape
-from .server.launcher import Ports, TritonServer
+from .server.launcher import TritonServer, start_ready_server
 from .server.repository import TINY_HIDDEN, tiny_engine_args, write_model
 
 KINDS = ("text", "embeds_tensor", "embeds_base64")
@@ -403,13 +403,10 @@ def print_report(result: dict) -> None:
 
 
 # -- entry point ---------------------------------------------------------------------
-def own_server():
+def own_server() -> tuple[TritonServer, int]:
     repository = Path(tempfile.mkdtemp(prefix="load-fault-"))
     write_model(repository, "tiny", tiny_engine_args(context=LONG_CONTEXT))
-    server = TritonServer(repository, ports=Ports.free(), log_path=repository / "tritonserver.log")
-    server.start()
-    server.wait_ready(timeout_s=900)
-    return server, TINY_HIDDEN
+    return start_ready_server(repository, repository / "tritonserver.log"), TINY_HIDDEN
 
 
 def parse_args() -> argparse.Namespace:
@@ -422,7 +419,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--metrics-url")
     parser.add_argument("--server-pid", type=int, help="tritonserver's pid, for the leak checks")
     parser.add_argument("--model", default="tiny")
-    parser.add_argument("--hidden", type=int, default=128)
+    parser.add_argument("--hidden", type=int, default=TINY_HIDDEN)
     parser.add_argument("--streams", type=int, default=LoadPlan.streams)
     parser.add_argument("--cancel-share", type=float, default=LoadPlan.cancel_share)
     parser.add_argument("--invalid-share", type=float, default=LoadPlan.invalid_share)
@@ -458,7 +455,7 @@ def main() -> int:
             pid = next(p.pid for p in psutil.process_iter(["name"]) if p.info["name"] == "tritonserver")
     else:
         server, hidden = own_server()
-        grpc_url, metrics_url, pid = server.grpc_url, f"localhost:{server.ports.metrics}", server.process.pid
+        grpc_url, metrics_url, pid = server.grpc_url, server.metrics_url, server.process.pid
     try:
         result = asyncio.run(run_load_fault(grpc_url, metrics_url, pid, args.model, hidden, plan))
     finally:

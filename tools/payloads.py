@@ -90,9 +90,7 @@ class _RunsCode:
 
 
 def malicious_pickle_payload(marker: str) -> str:
-    buffer = io.BytesIO()
-    torch.save(_RunsCode(marker), buffer, pickle_protocol=pickle.DEFAULT_PROTOCOL)
-    return b64(buffer.getvalue())
+    return b64(saved(_RunsCode(marker), pickle_protocol=pickle.DEFAULT_PROTOCOL))
 
 
 def sparse_out_of_range_payload(hidden: int) -> str:

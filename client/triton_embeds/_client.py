@@ -45,11 +45,21 @@ class AsyncClient:
 
     @property
     def timeout(self) -> float | None:
+        """Default bound of each whole request, in seconds; may be changed."""
         return self._connection.timeout
+
+    @timeout.setter
+    def timeout(self, value: float | None) -> None:
+        self._connection.timeout = value
 
     @property
     def embeds_transport(self) -> EmbedsTransport:
+        """How embeddings travel ("binary" or "base64"); may be changed."""
         return self._connection.embeds_transport
+
+    @embeds_transport.setter
+    def embeds_transport(self, value: EmbedsTransport) -> None:
+        self._connection.embeds_transport = _embeds_transport(self.protocol, value)
 
     async def close(self) -> None:
         await self._connection.transport.close()
@@ -80,7 +90,7 @@ class Client:
         # garbage collected, or the interpreter exits, whichever comes first.
         self._finalizer = weakref.finalize(self, _shut_down, self._loop, self._async)
         self.completions = Completions(self._async.completions, self._loop, owner=self)
-        self.models = Models(self._async.models, self._loop)
+        self.models = Models(self._async.models, self._loop, owner=self)
 
     @property
     def url(self) -> str:

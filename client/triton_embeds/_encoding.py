@@ -17,9 +17,7 @@ from typing import Any
 import numpy as np
 
 from ._types import TensorPayload
-from .protocol import EMBEDS_BF16_INPUT as BF16_INPUT
-from .protocol import EMBEDS_FP16_INPUT as FP16_INPUT
-from .protocol import EMBEDS_FP32_INPUT as FP32_INPUT
+from .protocol import EMBEDS_BF16_INPUT, EMBEDS_FP16_INPUT, EMBEDS_FP32_INPUT, EMBEDS_TENSOR_DATATYPES
 
 # One prompt's embeddings before encoding: an (S, H) tensor or array, or an
 # already encoded base64 string.
@@ -91,23 +89,27 @@ def _torch_payload(tensor: Any, accepted: Collection[str]) -> TensorPayload | No
     torch = sys.modules["torch"]
     tensor = tensor.detach().cpu()
     _check_floating(str(tensor.dtype).replace("torch.", ""), tensor.is_floating_point())
-    if tensor.dtype == torch.bfloat16 and BF16_INPUT in accepted:
+    if tensor.dtype == torch.bfloat16 and EMBEDS_BF16_INPUT in accepted:
         # numpy has no bfloat16: send the raw 16-bit patterns.
         bits = tensor.contiguous().view(torch.int16).numpy()
-        return TensorPayload(BF16_INPUT, "BF16", _shape2(bits.shape), bits.tobytes())
-    if tensor.dtype == torch.float16 and FP16_INPUT in accepted:
+        return _payload(EMBEDS_BF16_INPUT, bits.shape, bits.tobytes())
+    if tensor.dtype == torch.float16 and EMBEDS_FP16_INPUT in accepted:
         return _numpy_payload(tensor.numpy(), accepted)
     return _numpy_payload(tensor.to(torch.float32).numpy(), accepted)
 
 
 def _numpy_payload(array: np.ndarray, accepted: Collection[str]) -> TensorPayload | None:
     _check_floating(str(array.dtype), array.dtype.kind == "f")
-    if array.dtype == np.float16 and FP16_INPUT in accepted:
-        return TensorPayload(FP16_INPUT, "FP16", _shape2(array.shape), np.ascontiguousarray(array).tobytes())
-    if FP32_INPUT not in accepted:
+    if array.dtype == np.float16 and EMBEDS_FP16_INPUT in accepted:
+        return _payload(EMBEDS_FP16_INPUT, array.shape, np.ascontiguousarray(array).tobytes())
+    if EMBEDS_FP32_INPUT not in accepted:
         return None
     data = np.ascontiguousarray(array, dtype=np.float32).tobytes()
-    return TensorPayload(FP32_INPUT, "FP32", _shape2(array.shape), data)
+    return _payload(EMBEDS_FP32_INPUT, array.shape, data)
+
+
+def _payload(input_name: str, shape: tuple[int, ...], data: bytes) -> TensorPayload:
+    return TensorPayload(input_name, EMBEDS_TENSOR_DATATYPES[input_name], _shape2(shape), data)
 
 
 def _check_floating(dtype_name: str, is_floating: bool) -> None:

@@ -98,8 +98,10 @@ _BY_KIND: dict[str, type[APIStatusError]] = {
     ErrorKind.UNAVAILABLE: ServiceUnavailableError,
     ErrorKind.INTERNAL: InternalServerError,
 }
-# Triton's own wording for a model it does not serve, on gRPC streams only.
+# Triton's own wording, on gRPC streams only, for a model it does not serve
+# and for one that is not ready (loading, unloading).
 _TRITON_NOT_FOUND = ("unknown model", "is not found", "has no available versions")
+_TRITON_NOT_READY = ("is not ready",)
 
 
 def error_from_message(message: str) -> APIStatusError:
@@ -108,24 +110,26 @@ def error_from_message(message: str) -> APIStatusError:
     marker = parse_error_marker(message)
     if marker is not None:
         return _BY_KIND[marker.kind](message, code=marker.code)
-    if any(phrase in message.lower() for phrase in _TRITON_NOT_FOUND):
+    lowered = message.lower()
+    if any(phrase in lowered for phrase in _TRITON_NOT_FOUND):
         return NotFoundError(message)
+    if any(phrase in lowered for phrase in _TRITON_NOT_READY):
+        return ServiceUnavailableError(message)
     return BadRequestError(message)
 
 
 def error_from_http_status(status: int, message: str) -> APIError:
-    """Map an HTTP error status from Triton to the matching error class; the
-    model's marker, when present, adds the code."""
-    marker = parse_error_marker(message)
-    code = marker.code if marker else None
-    if status < 400:  # Triton answers some failures with 200 and an "error" body
+    """Map an HTTP error from Triton to its class: by the model's marker when
+    the message has one (the status then agrees with it), else by the status."""
+    if status < 400 or parse_error_marker(message) is not None:
+        # Triton answers some failures with 200 and an "error" body.
         return error_from_message(message)
     if status == 400:
-        return BadRequestError(message, code=code)
+        return BadRequestError(message)
     if status == 404:
-        return NotFoundError(message, code=code)
+        return NotFoundError(message)
     if status == 503:
-        return ServiceUnavailableError(message, code=code)
+        return ServiceUnavailableError(message)
     if status >= 500:
-        return InternalServerError(message, status, code=code)
-    return APIStatusError(message, status, code=code)
+        return InternalServerError(message, status)
+    return APIStatusError(message, status)

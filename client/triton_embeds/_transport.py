@@ -42,7 +42,7 @@ class Connection:
     transport: Transport
     embeds_transport: EmbedsTransport
     timeout: float | None
-    _inputs: dict[str, frozenset[str]] = field(default_factory=dict, repr=False)
+    _inputs: dict[str, frozenset[str]] = field(default_factory=dict, init=False, repr=False)
 
     async def model_inputs(self, model: str) -> frozenset[str]:
         """The model's input names, read once: they pick the embeddings dtype."""

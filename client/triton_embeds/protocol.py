@@ -66,6 +66,40 @@ class ErrorKind:
 
 
 ERROR_KINDS: Final = frozenset({ErrorKind.REJECTED, ErrorKind.UNAVAILABLE, ErrorKind.INTERNAL})
+
+
+class Rule:
+    """Codes of rejections: the rule a request broke (`error.code`)."""
+
+    EMBEDS_DISABLED: Final = "embeds_disabled"
+    MULTIPLE_EMBEDS: Final = "multiple_embeds"
+    NO_PROMPT: Final = "no_prompt"
+    BAD_TEXT: Final = "bad_text"
+    BAD_SAMPLING: Final = "bad_sampling"
+    EMBEDS_TOO_SMALL: Final = "embeds_too_small"
+    EMBEDS_TOO_LARGE: Final = "embeds_too_large"
+    BAD_BASE64: Final = "bad_base64"
+    NOT_A_TENSOR: Final = "not_a_tensor"
+    NOT_DENSE: Final = "not_dense"
+    BAD_SHAPE: Final = "bad_shape"
+    HIDDEN_SIZE: Final = "hidden_size"
+    BAD_DTYPE: Final = "bad_dtype"
+    NOT_FINITE: Final = "not_finite"
+    TOO_LONG: Final = "too_long"
+    ENGINE_VALIDATION: Final = "engine_validation"
+
+
+class Unavailable:
+    """Codes of requests the model could not serve now."""
+
+    CONCURRENCY_LIMIT: Final = "concurrency_limit"
+    ENGINE_RESTARTING: Final = "engine_restarting"
+    ENGINE_DOWN: Final = "engine_down"
+
+
+# Code of a valid request that failed inside the model.
+GENERATION_FAILED: Final = "generation_failed"
+
 _MARKER = re.compile(r"\[(?P<kind>[a-z_]+):(?P<code>[a-z0-9_]+)\] ")
 
 
@@ -76,10 +110,11 @@ class ErrorMarker:
 
 
 def parse_error_marker(message: str) -> ErrorMarker | None:
-    """The marker of a model error message, wherever Triton placed the
-    message in its own text; None for errors that did not come from the model
-    (Triton's own: unknown model, bad input names, ...)."""
-    match = _MARKER.search(message)
+    """The marker that starts a model error message; None for errors that did
+    not come from the model (Triton's own: unknown model, bad input names,
+    ...). Only the start counts: text echoed later in a message is not a
+    marker."""
+    match = _MARKER.match(message)
     if match is None or match["kind"] not in ERROR_KINDS:
         return None
     return ErrorMarker(match["kind"], match["code"])

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -13,10 +14,15 @@ from tools.paths import SMOLLM2_DIR
 from tools.server.launcher import TritonServer, start_ready_server
 from tools.server.repository import tiny_engine_args, write_model
 
+HERE = Path(__file__).parent
+
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark this tier's tests `server` (the hook sees every collected item,
+    so the unit tier's are left alone by path)."""
     for item in items:
-        item.add_marker(pytest.mark.server)
+        if HERE in item.path.parents:
+            item.add_marker(pytest.mark.server)
 
 
 @pytest.fixture(scope="session")

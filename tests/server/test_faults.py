@@ -16,9 +16,8 @@ from tools.infer import GREEDY, StreamCall, grpc_infer, make_inputs
 from tools.load_fault import LONG_CONTEXT, LoadPlan, print_report, run_load_fault
 from tools.metrics import metric_value, wait_for_metric
 from tools.payloads import bf16_exact, torch_b64
-from tools.server.launcher import start_ready_server as start_server
-from tools.server.repository import tiny_engine_args as tiny_args
-from tools.server.repository import write_model
+from tools.server.launcher import start_ready_server
+from tools.server.repository import tiny_engine_args, write_model
 from triton_embeds.protocol import ErrorKind, ErrorMarker, parse_error_marker
 
 HIDDEN = 128
@@ -31,14 +30,14 @@ LONG_STREAM = {"max_tokens": LONG_CONTEXT - 64, "ignore_eos": True, "temperature
 @pytest.fixture(scope="module")
 def fault_server(tmp_path_factory):
     repository = tmp_path_factory.mktemp("fault_repository")
-    write_model(repository, "tiny_faults", tiny_args(max_model_len=LONG_CONTEXT))
+    write_model(repository, "tiny_faults", tiny_engine_args(max_model_len=LONG_CONTEXT))
     write_model(
         repository,
         "tiny_limited",
-        tiny_args(max_model_len=LIMITED_CONTEXT),
+        tiny_engine_args(max_model_len=LIMITED_CONTEXT),
         {"max_concurrent_requests": 2, "max_embeds_bytes": LIMITED_BYTES},
     )
-    server = start_server(repository, repository.parent / "fault-tritonserver.log")
+    server = start_ready_server(repository, repository.parent / "fault-tritonserver.log")
     yield server
     server.stop()
 

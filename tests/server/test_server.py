@@ -8,9 +8,8 @@ import psutil
 
 from tools.infer import GREEDY, grpc_infer, http_generate, make_inputs
 from tools.paths import SMOLLM2_DIR
-from tools.server.launcher import start_ready_server as start_server
-from tools.server.repository import tiny_engine_args as tiny_args
-from tools.server.repository import write_model
+from tools.server.launcher import start_ready_server
+from tools.server.repository import tiny_engine_args, write_model
 from triton_embeds.protocol import EXCLUDE_INPUT, SAMPLING_INPUT, STREAM_INPUT, TEXT_INPUT
 
 # Outputs a streamed request gets only on its last response.
@@ -98,8 +97,8 @@ def test_smollm2_knows_the_capital_of_france(grpc_url):
 def test_shutdown_leaves_no_child_processes(tmp_path):
     repository = tmp_path / "repo"
     repository.mkdir()
-    write_model(repository, "tiny", tiny_args())
-    server = start_server(repository, tmp_path / "server.log")
+    write_model(repository, "tiny", tiny_engine_args())
+    server = start_ready_server(repository, tmp_path / "server.log")
     parent = psutil.Process(server.process.pid)
     children = parent.children(recursive=True)
     assert children, "the python backend stub and the engine run as child processes"

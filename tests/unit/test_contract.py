@@ -146,9 +146,20 @@ def test_error_kinds_match_and_the_marker_round_trips() -> None:
         assert protocol.parse_error_marker(message) == protocol.ErrorMarker(kind, code)
 
 
-def test_messages_without_the_marker_are_not_the_models() -> None:
+def public(namespace: type) -> dict[str, object]:
+    return {key: value for key, value in vars(namespace).items() if not key.startswith("_")}
+
+
+def test_client_knows_every_code_the_server_sends() -> None:
+    assert public(protocol.Rule) == public(contract.Rule)
+    assert public(protocol.Unavailable) == public(contract.Unavailable)
+    assert protocol.GENERATION_FAILED == contract.GENERATION_FAILED
+
+
+def test_messages_without_the_marker_at_the_start_are_not_the_models() -> None:
     assert protocol.parse_error_marker("Request for unknown model: 'x' is not found") is None
     assert protocol.parse_error_marker("[bogus:code] an unknown kind") is None
+    assert protocol.parse_error_marker("input 'x' is '[rejected:too_long] '") is None
 
 
 def test_raw_bytes_and_bool_elements() -> None:
@@ -157,9 +168,11 @@ def test_raw_bytes_and_bool_elements() -> None:
     assert protocol.bool_element(True) == b"\x01" and protocol.bool_element(False) == b"\x00"
 
 
-def test_every_hostile_corpus_case_names_a_contract_rule(tmp_path: Path) -> None:
+def test_the_hostile_corpus_is_large_varied_and_names_contract_rules(tmp_path: Path) -> None:
     from tools.hostile_corpus import hostile_corpus
 
-    rules = {case.rule for case in hostile_corpus(str(tmp_path / "marker"))}
+    corpus = hostile_corpus(str(tmp_path / "marker"))
+    rules = {case.rule for case in corpus}
+    assert len(corpus) >= 60
     assert rules <= contract.RULES, rules - contract.RULES
     assert len(rules) >= 15

@@ -45,17 +45,6 @@ from embeds_backend.embeds import (
 from embeds_backend.errors import RequestRejected
 from embeds_backend.request_parsing import ParsedRequest, PromptKind, parse_request
 from embeds_backend.sampling import ALLOWED_KEYS, parse_sampling_parameters
-from tools.fuzz.contract import (
-    CANARY_CALLS,
-    HIDDEN,
-    TEXT_MODE,
-    CallsCanary,
-    check_base64_contract,
-    check_tensor_contract,
-    limits_for,
-    make_input,
-    split_input,
-)
 from tools.fuzz.inputs import (
     BYTE_MUTATORS,
     SAVE_DTYPES,
@@ -70,6 +59,17 @@ from tools.fuzz.inputs import (
     mutate_zip,
     read_members,
     tamper_header,
+)
+from tools.fuzz.oracle import (
+    CANARY_CALLS,
+    HIDDEN,
+    TEXT_MODE,
+    CallsCanary,
+    check_base64_contract,
+    check_tensor_contract,
+    limits_for,
+    make_input,
+    split_input,
 )
 from tools.payloads import (
     npy_bytes,

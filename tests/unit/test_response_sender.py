@@ -242,10 +242,9 @@ def test_the_models_deferred_metrics_are_published_before_its_final_goes_out(mak
 
 
 def test_a_failing_before_final_still_lets_the_final_out(make_responses):
-    """BUG (fails today): ResponseSender._run calls before_final and _deliver in
-    one try block, so when before_final raises (metrics.publish is IPC to
-    Triton and can fail) the final response is never sent: the client waits
-    forever and Triton never releases the request."""
+    """before_final is metrics.publish, IPC to Triton that can fail; the final
+    response must go out anyway, or the client waits forever and Triton never
+    releases the request. (Before the fix, one try block around both lost it.)"""
 
     failures = [pb_utils.TritonModelException("Failed to increment metric value: shared memory exhausted")]
 
@@ -262,10 +261,9 @@ def test_a_failing_before_final_still_lets_the_final_out(make_responses):
 
 
 def test_a_failing_data_send_does_not_swallow_the_error_final_behind_it(make_responses):
-    """BUG (fails today), same root cause: when a box holds data and an error,
-    _deliver sends the data first; if that send raises (an IPC failure: the
-    stream is still open, Triton would take a final), the error response with
-    the FINAL flag is never attempted."""
+    """When a box holds data and an error, the data goes first; if that send
+    raises (an IPC failure: the stream is still open, Triton would take a
+    final), the error response with the FINAL flag must still be sent."""
 
     def fail_data_sends(response: Any, flags: int) -> None:
         if flags == 0:

@@ -15,4 +15,8 @@ Modules, one job each:
   servers    - starting and stopping tritonserver and `vllm serve`
   report     - JSON, markdown and chart output
   runner     - runs the systems one after another
+
+Entry points: `python -m tools.bench` (this benchmark), `python -m
+tools.bench.decode` (per-request decode and validation cost, no server) and
+`python -m tools.bench.latency` (concurrency-1 latency through tritonserver).
 """

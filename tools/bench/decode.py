@@ -34,7 +34,6 @@ from embeds_backend.request_parsing import EMBEDS_TENSOR_DTYPES, parse_request
 from .stats import percentile
 
 ENGINE_DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32}
-RAW_FORMS = EMBEDS_TENSOR_DTYPES
 
 
 def request_inputs(seq_len: int, hidden: int, seed: int) -> dict[str, dict[str, Any]]:
@@ -43,7 +42,10 @@ def request_inputs(seq_len: int, hidden: int, seed: int) -> dict[str, dict[str, 
     generator = torch.Generator().manual_seed(seed)
     embeds = torch.randn(seq_len, hidden, generator=generator)
     sampling = json.dumps({"max_tokens": 16}).encode()
-    forms = {name: {name: embeds.to(dtype), SAMPLING_INPUT: sampling} for name, dtype in RAW_FORMS.items()}
+    forms = {
+        name: {name: embeds.to(dtype), SAMPLING_INPUT: sampling}
+        for name, dtype in EMBEDS_TENSOR_DTYPES.items()
+    }
     buffer = io.BytesIO()
     torch.save(embeds, buffer)
     forms[EMBEDS_BASE64_INPUT] = {

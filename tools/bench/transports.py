@@ -27,6 +27,7 @@ from triton_embeds.protocol import (
     SAMPLING_INPUT,
     STREAM_INPUT,
     TEXT_INPUT,
+    TEXT_OUTPUT,
     bool_element,
     bytes_element,
 )
@@ -227,11 +228,11 @@ class TritonHttp(_HttpTransport):
 
     @staticmethod
     def _is_token(event: dict) -> bool:
-        return "text_output" in event
+        return TEXT_OUTPUT in event
 
     @staticmethod
     def _has_usage(event: dict) -> bool:
-        return "num_output_tokens" in event
+        return OUTPUT_TOKENS_OUTPUT in event
 
 
 class OpenAICompletions(_HttpTransport):

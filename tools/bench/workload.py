@@ -7,12 +7,12 @@ path sees the same tensors. Encoding happens before the timed window.
 
 from __future__ import annotations
 
-import base64
-import io
 import random
 from pathlib import Path
 
 import numpy as np
+
+from triton_embeds import encode_prompt_embeds
 
 # Warm-up requests use indices past this, so they never repeat a measured prompt.
 WARMUP_OFFSET = 1_000_000
@@ -34,15 +34,6 @@ def bf16_bytes(array: np.ndarray) -> bytes:
     return (array.view(np.uint32) >> 16).astype(np.uint16).tobytes()
 
 
-def torch_save_base64(array: np.ndarray) -> str:
-    """vLLM's and Dynamo's `prompt_embeds` wire form: base64 of torch.save bytes."""
-    import torch
-
-    buffer = io.BytesIO()
-    torch.save(torch.from_numpy(array), buffer)
-    return base64.b64encode(buffer.getvalue()).decode("ascii")
-
-
 def encode_prompt(
     kind: str, index: int, seq_len: int, hidden: int, seed: int, texts: dict[int, str]
 ) -> str | bytes | np.ndarray:
@@ -57,7 +48,7 @@ def encode_prompt(
     if kind == "embeds_bf16":
         return bf16_bytes(array)
     if kind == "embeds_base64":
-        return torch_save_base64(array)
+        return encode_prompt_embeds(array)
     raise ValueError(f"no wire form for prompt kind {kind!r}")
 
 

@@ -50,7 +50,7 @@ from .campaign import (
     Options,
     run_atheris,
 )
-from .contract import execute
+from .oracle import execute
 
 
 # -- command line ----------------------------------------------------------------------------

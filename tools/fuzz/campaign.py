@@ -29,8 +29,8 @@ from embeds_backend.embeds import (
 )
 
 from ..paths import RESULTS
-from .contract import execute
 from .inputs import MAX_INPUT, mutate, seed_inputs
+from .oracle import execute
 
 DEFAULT_FINDINGS_DIR = RESULTS / "fuzz-findings"
 MAX_CORPUS = 4000

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from ..payloads import npy_bytes, npz_bytes, plain_zip, saved, zip_members
-from .contract import HIDDEN, STR_MODE, TEXT_MODE, CallsCanary, make_input
+from .oracle import HIDDEN, STR_MODE, TEXT_MODE, CallsCanary, make_input
 
 MAX_INPUT = 64 * 1024
 

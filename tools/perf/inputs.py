@@ -9,8 +9,6 @@ values must be JSON floats (it rejects an integer literal such as `0`).
 
 from __future__ import annotations
 
-import base64
-import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +16,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from triton_embeds import encode_prompt_embeds
 from triton_embeds.protocol import (
     EMBEDS_BASE64_INPUT,
     EMBEDS_FP32_INPUT,
@@ -80,15 +79,6 @@ def random_embeds(rng: np.random.Generator, spec: InputSpec) -> np.ndarray:
     return (rng.standard_normal((spec.seq_len, spec.hidden)) * spec.scale).astype(np.float32)
 
 
-def torch_save_base64(array: np.ndarray) -> str:
-    """Base64 of `torch.save(tensor)`, the model's `prompt_embeds_base64` form."""
-    import torch  # only this form needs torch
-
-    buffer = io.BytesIO()
-    torch.save(torch.from_numpy(np.ascontiguousarray(array)), buffer)
-    return base64.b64encode(buffer.getvalue()).decode("ascii")
-
-
 def prompt_input(spec: InputSpec, rng: np.random.Generator, index: int) -> dict[str, Any]:
     if spec.kind == "text":
         return {TEXT_INPUT: [text_prompt(rng, index, spec.seq_len)], EXCLUDE_INPUT: [True]}
@@ -97,7 +87,7 @@ def prompt_input(spec: InputSpec, rng: np.random.Generator, index: int) -> dict[
         # Rounding keeps the file small; float() keeps 0 as 0.0 (perf_analyzer refuses ints for FP32).
         content = [round(float(v), 6) for v in embeds.ravel()]
         return {EMBEDS_FP32_INPUT: {"content": content, "shape": list(embeds.shape)}}
-    return {EMBEDS_BASE64_INPUT: [torch_save_base64(embeds)]}
+    return {EMBEDS_BASE64_INPUT: [encode_prompt_embeds(embeds)]}
 
 
 def build_input_data(spec: InputSpec) -> dict[str, list[dict[str, Any]]]:

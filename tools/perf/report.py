@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from triton_embeds.protocol import OUTPUT_TOKENS_OUTPUT
+
 NS_PER_MS = 1e6
 
 
@@ -121,7 +123,7 @@ def read_csv(path: Path) -> dict[int, dict[str, str]]:
 
 def output_tokens(request: dict[str, Any]) -> int:
     """Tokens generated: the model reports the count in its last response."""
-    counts = [int(r.get("num_output_tokens") or 0) for r in request.get("response_outputs", [])]
+    counts = [int(r.get(OUTPUT_TOKENS_OUTPUT) or 0) for r in request.get("response_outputs", [])]
     return max(counts, default=0)
 
 

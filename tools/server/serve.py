@@ -27,7 +27,7 @@ def parse_args() -> argparse.Namespace:
 def ready_banner(server: TritonServer, seconds: float, model: str) -> str:
     return (
         f"\nREADY in {seconds:.0f} s: HTTP {server.http_url}, gRPC {server.grpc_url}, "
-        f"metrics localhost:{server.ports.metrics}/metrics\n"
+        f"metrics {server.metrics_url}/metrics\n"
         f"Try: curl -s -X POST http://{server.http_url}/v2/models/{model}/generate "
         '-d \'{"text_input": "The capital of France is", "exclude_input_in_output": true, '
         '"sampling_parameters": "{\\"temperature\\": 0, \\"max_tokens\\": 16}"}\'\n'

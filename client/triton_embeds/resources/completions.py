@@ -7,6 +7,7 @@ openai-python builds them, so the server's "abort" finish reason and the
 
 from __future__ import annotations
 
+import inspect
 import time
 import uuid
 from collections.abc import AsyncGenerator
@@ -157,7 +158,9 @@ class Completions:
             return Stream(self._loop, result, owner=self._owner)
         return result
 
+    # help() and IDEs show the async method's parameters and documentation.
     create.__doc__ = AsyncCompletions.create.__doc__
+    create.__signature__ = inspect.signature(AsyncCompletions.create)  # type: ignore[attr-defined]
 
 
 @dataclass

@@ -27,9 +27,10 @@ class AsyncModels:
 
 
 class Models:
-    def __init__(self, models: AsyncModels, loop: LoopThread) -> None:
+    def __init__(self, models: AsyncModels, loop: LoopThread, owner: object) -> None:
         self._async = models
         self._loop = loop
+        self._owner = owner  # keeps the client, and so its loop, alive
 
     def list(self) -> ModelList:
         return self._loop.call(self._async.list())

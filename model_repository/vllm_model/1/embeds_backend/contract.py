@@ -78,13 +78,14 @@ OUTPUTS: Final = (
 )
 # Streamed responses before a request's last carry the text alone; the last
 # carries every output.
-STREAMED_OUTPUTS: Final = (TEXT_OUTPUT,)
 FINAL_OUTPUTS: Final = tuple(spec.name for spec in OUTPUTS)
 
 
-# -- rules: why a request was refused (the embeds_rejections_total label) -------
+# -- codes: why a request was refused or not served ------------------------------
 class Rule:
-    """Rule names, cheapest check first (SPEC's validation order)."""
+    """Rule names of rejections, cheapest check first (SPEC's validation
+    order). They label embeds_rejections_total, as does
+    Unavailable.CONCURRENCY_LIMIT."""
 
     EMBEDS_DISABLED: Final = "embeds_disabled"
     MULTIPLE_EMBEDS: Final = "multiple_embeds"

@@ -221,7 +221,7 @@ def _deliver(box: _Outbox) -> None:
     even when the data before it failed to go: the stream is still open then,
     and the error is what ends the request."""
     try:
-        if box.usage is not None:  # there is text to send
+        if box.usage is not None:  # text was queued: every delta brings its usage
             text = "".join(box.text)
             if not box.final:
                 box.stream.send(make_text_response(text))
