@@ -12,6 +12,7 @@ from tools.infer import GREEDY, grpc_infer, http_generate, make_inputs
 from tools.metrics import metric_value
 from tools.paths import SMOLLM2_DIR
 from tools.payloads import bf16_exact, torch_b64
+from triton_embeds.protocol import EMBEDS_BASE64_INPUT, INPUT_TOKENS_OUTPUT, SAMPLING_INPUT, TEXT_OUTPUT
 
 HIDDEN = 128
 
@@ -90,12 +91,12 @@ def test_max_tokens_is_honoured(grpc_url, embeds):
 
 def test_base64_over_http(http_url, embeds, baseline):
     body = {
-        "prompt_embeds_base64": torch_b64(embeds),
-        "sampling_parameters": '{"temperature": 0, "max_tokens": 8}',
+        EMBEDS_BASE64_INPUT: torch_b64(embeds),
+        SAMPLING_INPUT: '{"temperature": 0, "max_tokens": 8}',
     }
     events = http_generate(http_url, "tiny", body)
-    assert events[0]["text_output"] == baseline
-    assert events[0]["num_input_tokens"] == 6
+    assert events[0][TEXT_OUTPUT] == baseline
+    assert events[0][INPUT_TOKENS_OUTPUT] == 6
 
 
 # -- SmolLM2: embeddings that equal the model's own input embeddings -------------
@@ -140,11 +141,11 @@ def test_large_embeds_over_grpc_and_http(grpc_url, http_url):
     events = http_generate(
         http_url,
         "smollm2",
-        {"prompt_embeds_base64": encoded, "sampling_parameters": '{"temperature": 0, "max_tokens": 2}'},
+        {EMBEDS_BASE64_INPUT: encoded, SAMPLING_INPUT: '{"temperature": 0, "max_tokens": 2}'},
         timeout_s=300,
     )
-    assert events[0]["text_output"] == as_b64.text
-    assert events[0]["num_input_tokens"] == 1500
+    assert events[0][TEXT_OUTPUT] == as_b64.text
+    assert events[0][INPUT_TOKENS_OUTPUT] == 1500
 
 
 # -- concurrency and cancellation --------------------------------------------------
