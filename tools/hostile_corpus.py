@@ -20,7 +20,14 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from triton_embeds.protocol import EMBEDS_FP16_INPUT, EMBEDS_FP32_INPUT, SAMPLING_INPUT, TEXT_INPUT
+from triton_embeds.protocol import (
+    EMBEDS_BASE64_INPUT,
+    EMBEDS_FP16_INPUT,
+    EMBEDS_FP32_INPUT,
+    EMBEDS_PLACEHOLDER,
+    SAMPLING_INPUT,
+    TEXT_INPUT,
+)
 
 from .infer import make_inputs, string_array
 from .payloads import (
@@ -701,6 +708,224 @@ def sampling_cases() -> list[HostileCase]:
     ]
 
 
+MAX_MESSAGES_BYTES = 16 * 1024 * 1024
+MAX_CHAT_MESSAGES = 256
+MAX_CHAT_PARTS = 256
+
+
+def chat(*content: dict | str, system: str = "Be brief.") -> list[dict]:
+    """A conversation whose user message holds `content` as parts."""
+    parts = [{"type": "text", "text": part} if isinstance(part, str) else part for part in content]
+    return [{"role": "system", "content": system}, {"role": "user", "content": parts}]
+
+
+def data_part(raw: bytes | str) -> dict:
+    return {"type": "prompt_embeds", "data": raw if isinstance(raw, str) else b64(raw)}
+
+
+def rows_part(rows: int) -> dict:
+    return {"type": "prompt_embeds", "rows": rows}
+
+
+def chat_inputs(messages: list | str | bytes, **extra) -> dict[str, np.ndarray]:
+    return make_inputs(messages=messages, sampling=GREEDY, **extra)
+
+
+def chat_cases() -> list[HostileCase]:
+    user = {"role": "user", "content": "hi"}
+    return [
+        HostileCase("chat_not_json", lambda: chat_inputs("[{"), "bad_messages", "messages is not valid JSON"),
+        HostileCase(
+            "chat_invalid_utf8",
+            lambda: chat_inputs(b'[{"role": "user", "content": "\xc3\x28"}]'),
+            "bad_messages",
+            "not valid JSON",
+        ),
+        HostileCase(
+            "chat_deep_nesting", lambda: chat_inputs("[" * 100_000), "bad_messages", "not valid JSON"
+        ),
+        HostileCase("chat_empty", lambda: chat_inputs([]), "bad_messages", "non-empty JSON array"),
+        HostileCase(
+            "chat_object_not_list", lambda: chat_inputs("{}"), "bad_messages", "non-empty JSON array"
+        ),
+        HostileCase(
+            "chat_unknown_role",
+            lambda: chat_inputs([{"role": "wizard", "content": "hi"}]),
+            "bad_messages",
+            'messages[0].role is "wizard"',
+        ),
+        HostileCase(
+            "chat_unknown_part_type",
+            lambda: chat_inputs(chat({"type": "image_url", "image_url": {"url": "http://x"}})),
+            "bad_messages",
+            'messages[1].content[0] has type "image_url"',
+        ),
+        HostileCase(
+            "chat_tool_calls",
+            lambda: chat_inputs([{"role": "assistant", "content": "", "tool_calls": []}]),
+            "bad_messages",
+            "unsupported keys ['tool_calls']",
+        ),
+        HostileCase(
+            "chat_embeds_part_both_forms",
+            lambda: chat_inputs(chat({"type": "prompt_embeds", "data": "QUJD", "rows": 1})),
+            "bad_messages",
+            "exactly one of",
+        ),
+        HostileCase(
+            "chat_rows_negative", lambda: chat_inputs(chat(rows_part(-1))), "bad_messages", "positive integer"
+        ),
+        HostileCase(
+            "chat_messages_over_limit",
+            lambda: chat_inputs(chat("x" * MAX_MESSAGES_BYTES)),
+            "chat_limit",
+            "max_messages_bytes",
+        ),
+        HostileCase(
+            "chat_too_many_messages",
+            lambda: chat_inputs([user] * (MAX_CHAT_MESSAGES + 1)),
+            "chat_limit",
+            f"{MAX_CHAT_MESSAGES + 1} messages",
+        ),
+        HostileCase(
+            "chat_too_many_parts",
+            lambda: chat_inputs(chat(*["a"] * MAX_CHAT_PARTS)),
+            "chat_limit",
+            f"{MAX_CHAT_PARTS + 1} content parts",
+        ),
+        HostileCase(
+            "chat_placeholder_in_text",
+            lambda: chat_inputs(chat(f"ignore {EMBEDS_PLACEHOLDER} this")),
+            "reserved_placeholder",
+            "messages[1].content[0].text contains '<prompt_embeds>'",
+        ),
+        HostileCase(
+            "chat_placeholder_in_system",
+            lambda: chat_inputs(chat("hi", system=EMBEDS_PLACEHOLDER)),
+            "reserved_placeholder",
+            "messages[0].content contains",
+        ),
+        HostileCase(
+            "chat_placeholder_in_template_kwargs",
+            lambda: chat_inputs(
+                chat("hi"), chat_parameters={"chat_template_kwargs": {"x": EMBEDS_PLACEHOLDER}}
+            ),
+            "reserved_placeholder",
+            "chat_parameters contains",
+        ),
+        HostileCase(
+            "text_input_placeholder",
+            lambda: make_inputs(text=f"a {EMBEDS_PLACEHOLDER} b", sampling=GREEDY),
+            "reserved_placeholder",
+            "text_input contains '<prompt_embeds>'",
+        ),
+        HostileCase(
+            "chat_parameters_unknown_key",
+            lambda: chat_inputs(chat("hi"), chat_parameters={"tools": []}),
+            "bad_chat_parameters",
+            "unknown chat_parameters keys ['tools']",
+        ),
+        HostileCase(
+            "chat_parameters_reserved_kwarg",
+            lambda: chat_inputs(chat("hi"), chat_parameters={"chat_template_kwargs": {"messages": []}}),
+            "bad_chat_parameters",
+            "may not set ['messages']",
+        ),
+        HostileCase(
+            "chat_with_text_input",
+            lambda: chat_inputs(chat("hi"), text="also this"),
+            "prompt_conflict",
+            "do not also send text_input",
+        ),
+        HostileCase(
+            "chat_with_base64_input",
+            lambda: chat_inputs(chat("hi"), embeds_b64=b64(saved(good()))),
+            "prompt_conflict",
+            "do not also send prompt_embeds_base64",
+        ),
+        HostileCase(
+            "chat_parameters_without_messages",
+            lambda: make_inputs(text="hi", chat_parameters={}),
+            "prompt_conflict",
+            "messages, which is missing",
+        ),
+        HostileCase(
+            "chat_rows_past_the_tensor",
+            lambda: chat_inputs(chat("hi", rows_part(6)), embeds=good(5).numpy()),
+            "chat_rows",
+            "takes rows 0..5 of the raw embeddings input, which has 5 rows",
+        ),
+        HostileCase(
+            "chat_rows_left_over",
+            lambda: chat_inputs(chat(rows_part(2), "and", rows_part(1)), embeds=good(5).numpy()),
+            "chat_rows",
+            "rows 3..4 of the raw embeddings input are not taken",
+        ),
+        HostileCase(
+            "chat_tensor_without_rows_part",
+            lambda: chat_inputs(chat("hi"), embeds=good(5).numpy()),
+            "chat_rows",
+            'no "rows" part',
+        ),
+        HostileCase(
+            "chat_rows_part_without_tensor",
+            lambda: chat_inputs(chat(rows_part(2))),
+            "chat_rows",
+            "which has 0 rows",
+        ),
+        HostileCase(
+            "chat_context_overflow",
+            lambda: chat_inputs(chat("hi", data_part(saved(good(CONTEXT - 10))))),
+            "too_long",
+            "exceeds the model's context length of 512",
+        ),
+        HostileCase(
+            "chat_no_template",
+            lambda: chat_inputs(chat("hi")),
+            "no_chat_template",
+            "this model has no chat template",
+            model="tiny_noembeds",
+        ),
+        HostileCase(
+            "chat_embeds_to_disabled_model",
+            lambda: chat_inputs(chat("hi", data_part(saved(good())))),
+            "embeds_disabled",
+            "messages[1].content[1]: this model cannot take embeddings parts",
+            model="tiny_noembeds",
+        ),
+        HostileCase(
+            "chat_rows_to_disabled_model",
+            lambda: chat_inputs(chat(rows_part(5)), embeds=good(5).numpy()),
+            "embeds_disabled",
+            '"enable_prompt_embeds": true',
+            model="tiny_noembeds",
+        ),
+    ]
+
+
+def chat_part_cases(base64_cases: list[HostileCase]) -> list[HostileCase]:
+    """The embeddings chain inside a chat part: the first base64 payload of
+    each rule, moved into a "data" part. (That the message names the part is
+    tested beside the chat tests.)"""
+    chosen: dict[str, HostileCase] = {}
+    for case in base64_cases:
+        inputs = case.build()
+        # An empty payload is a malformed part, not a payload: skipped.
+        if set(inputs) <= {EMBEDS_BASE64_INPUT, SAMPLING_INPUT} and inputs.get(EMBEDS_BASE64_INPUT, [b""])[0]:
+            chosen.setdefault(case.rule, case)
+
+    def moved(case: HostileCase) -> HostileCase:
+        def build() -> dict[str, np.ndarray]:
+            payload = case.build()[EMBEDS_BASE64_INPUT][0]
+            return chat_inputs(
+                chat("hi", data_part(payload.decode() if isinstance(payload, bytes) else payload))
+            )
+
+        return HostileCase(f"chat_part_{case.name}", build, case.rule, case.fragment)
+
+    return [moved(case) for case in chosen.values()]
+
+
 def hostile_corpus(marker: str) -> list[HostileCase]:
     cases = [
         *base64_cases(),
@@ -713,7 +938,9 @@ def hostile_corpus(marker: str) -> list[HostileCase]:
         *value_cases(),
         *request_cases(),
         *sampling_cases(),
+        *chat_cases(),
     ]
+    cases += chat_part_cases(cases)
     names = [case.name for case in cases]
     assert len(names) == len(set(names)), "corpus case names must be unique"
     return cases

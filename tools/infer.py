@@ -15,11 +15,13 @@ import tritonclient.grpc as grpcclient
 from tritonclient.utils import np_to_triton_dtype
 
 from triton_embeds.protocol import (
+    CHAT_PARAMETERS_INPUT,
     EMBEDS_BASE64_INPUT,
     EMBEDS_FP32_INPUT,
     EXCLUDE_INPUT,
     FINISH_REASON_OUTPUT,
     INPUT_TOKENS_OUTPUT,
+    MESSAGES_INPUT,
     OUTPUT_TOKENS_OUTPUT,
     SAMPLING_INPUT,
     STREAM_INPUT,
@@ -42,7 +44,10 @@ def make_inputs(
     stream: bool | None = None,
     sampling: dict | str | None = None,
     exclude_input: bool | None = None,
+    messages: list | str | bytes | None = None,
+    chat_parameters: dict | str | None = None,
 ) -> dict[str, np.ndarray]:
+    """Inputs of one request; JSON inputs may be given as objects."""
     inputs: dict[str, np.ndarray] = {}
     if text is not None:
         inputs[TEXT_INPUT] = string_array(text)
@@ -56,6 +61,14 @@ def make_inputs(
         inputs[SAMPLING_INPUT] = string_array(sampling if isinstance(sampling, str) else json.dumps(sampling))
     if exclude_input is not None:
         inputs[EXCLUDE_INPUT] = np.array([exclude_input])
+    if messages is not None:
+        inputs[MESSAGES_INPUT] = string_array(
+            messages if isinstance(messages, (str, bytes)) else json.dumps(messages)
+        )
+    if chat_parameters is not None:
+        inputs[CHAT_PARAMETERS_INPUT] = string_array(
+            chat_parameters if isinstance(chat_parameters, str) else json.dumps(chat_parameters)
+        )
     return inputs
 
 

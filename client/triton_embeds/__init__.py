@@ -4,6 +4,10 @@ from triton_embeds import Client, encode_prompt_embeds
 
 client = Client("localhost:8001")  # gRPC; Client("http://localhost:8000") for HTTP
 completion = client.completions.create(model="vllm_model", prompt_embeds=tensor, max_tokens=16)
+chat = client.chat.completions.create(
+    model="vllm_model",
+    messages=[{"role": "user", "content": [{"type": "prompt_embeds", "data": tensor}]}],
+)
 """
 
 from ._client import AsyncClient, Client

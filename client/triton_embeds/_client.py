@@ -9,7 +9,7 @@ from ._concurrency import LoopThread
 from ._transport import Connection, EmbedsTransport, Transport
 from ._transport_grpc import GrpcTransport
 from ._transport_http import HttpTransport
-from .resources import AsyncCompletions, AsyncModels, Completions, Models
+from .resources import AsyncChat, AsyncCompletions, AsyncModels, Chat, Completions, Models
 
 Protocol = Literal["grpc", "http"]
 DEFAULT_URLS = {"grpc": "localhost:8001", "http": "localhost:8000"}
@@ -23,6 +23,8 @@ class AsyncClient:
     `transport` says how embeddings travel: "binary" (a raw tensor input, no
     serialization; gRPC only, the gRPC default) or "base64" (torch.save bytes,
     vLLM's and Dynamo's format; the only form the HTTP generate API carries).
+    It applies to completions' `prompt_embeds` and to the tensors and arrays
+    of chat messages' "prompt_embeds" parts alike.
     `timeout` bounds each whole request, in seconds; None waits forever.
     """
 
@@ -41,6 +43,7 @@ class AsyncClient:
         )
         self._connection = Connection(wire, _embeds_transport(self.protocol, transport), timeout)
         self.completions = AsyncCompletions(self._connection)
+        self.chat = AsyncChat(self._connection)
         self.models = AsyncModels(self._connection)
 
     @property
@@ -90,6 +93,7 @@ class Client:
         # garbage collected, or the interpreter exits, whichever comes first.
         self._finalizer = weakref.finalize(self, _shut_down, self._loop, self._async)
         self.completions = Completions(self._async.completions, self._loop, owner=self)
+        self.chat = Chat(self._async.chat, self._loop, owner=self)
         self.models = Models(self._async.models, self._loop, owner=self)
 
     @property

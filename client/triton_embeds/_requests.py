@@ -1,10 +1,13 @@
-"""From openai-style `create()` arguments to one GenerateRequest per prompt."""
+"""From openai-style `create()` arguments to one GenerateRequest per prompt,
+or one per chat conversation."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Collection
+import json
+from collections.abc import Awaitable, Callable, Collection, Iterable
 from typing import Any
 
+from ._chat_messages import ChatMessage, encode_chat
 from ._encoding import EmbedsItem, split_prompt_embeds, to_base64, to_tensor_payload
 from ._transport import EmbedsTransport
 from ._types import GenerateRequest
@@ -17,6 +20,18 @@ def sampling_parameters(extra: dict[str, Any], **given: Any) -> dict[str, Any]:
     params = {key: value for key, value in given.items() if value is not None}
     params.update(extra)
     return params
+
+
+# `extra_body` keys of vLLM's chat API that shape the prompt, not the sampling:
+# they go to the model's `chat_parameters` input.
+CHAT_PARAMETER_KEYS = ("add_generation_prompt", "continue_final_message", "chat_template_kwargs")
+
+
+def split_chat_parameters(extra: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(chat parameters, the rest) of a chat call's `extra_body`."""
+    chat = {key: value for key, value in extra.items() if key in CHAT_PARAMETER_KEYS}
+    rest = {key: value for key, value in extra.items() if key not in CHAT_PARAMETER_KEYS}
+    return chat, rest
 
 
 def text_prompts(prompt: Any) -> list[str]:
@@ -66,3 +81,25 @@ async def _embeds_fields(
     if payload is None:  # the model has no raw-tensor input for it
         return {"embeds_base64": to_base64(item)}
     return {"embeds_tensor": payload}
+
+
+async def build_chat_request(
+    *,
+    messages: Iterable[ChatMessage],
+    chat_parameters: dict[str, Any],
+    sampling: dict[str, Any],
+    stream: bool,
+    embeds_transport: EmbedsTransport,
+    model_inputs: Callable[[], Awaitable[Collection[str]]],
+) -> GenerateRequest:
+    """One conversation; `chat_parameters` is left out when empty, so the
+    model's defaults apply."""
+    encoded = await encode_chat(messages, embeds_transport, model_inputs)
+    return GenerateRequest(
+        0,
+        sampling,
+        stream,
+        messages=encoded.messages,
+        chat_parameters=json.dumps(chat_parameters) if chat_parameters else None,
+        embeds_tensor=encoded.embeds_tensor,
+    )

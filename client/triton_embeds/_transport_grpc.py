@@ -30,16 +30,14 @@ from ._errors import (
     NotFoundError,
     error_from_message,
 )
-from ._types import Delta, GenerateRequest
+from ._types import Delta, GenerateRequest, TensorPayload
 from .protocol import (
-    EMBEDS_BASE64_INPUT,
     EXCLUDE_INPUT,
     FINISH_REASON_OUTPUT,
     INPUT_TOKENS_OUTPUT,
     OUTPUT_TOKENS_OUTPUT,
     SAMPLING_INPUT,
     STREAM_INPUT,
-    TEXT_INPUT,
     TEXT_OUTPUT,
     bool_element,
     bytes_element,
@@ -146,14 +144,12 @@ def _infer_request(model: str, request: GenerateRequest) -> Any:
 def _inputs(request: GenerateRequest) -> Iterator[_Input]:
     yield _string(SAMPLING_INPUT, json.dumps(request.sampling))
     yield _bool(STREAM_INPUT, request.stream)
-    yield _bool(EXCLUDE_INPUT, True)  # the completions API never echoes the prompt
-    if request.embeds_tensor is not None:
-        payload = request.embeds_tensor
-        yield payload.input_name, payload.datatype, payload.shape, payload.data
-    elif request.embeds_base64 is not None:
-        yield _string(EMBEDS_BASE64_INPUT, request.embeds_base64)
-    else:
-        yield _string(TEXT_INPUT, request.text or "")
+    yield _bool(EXCLUDE_INPUT, True)  # neither API echoes the prompt (chat never does)
+    for name, value in request.prompt_inputs():
+        if isinstance(value, TensorPayload):
+            yield name, value.datatype, value.shape, value.data
+        else:
+            yield _string(name, value)
 
 
 def _string(name: str, value: str) -> _Input:

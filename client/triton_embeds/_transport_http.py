@@ -4,7 +4,8 @@ tritonclient's HTTP client cannot talk to a decoupled model (its infer call
 expects exactly one response and has no streaming), so this uses aiohttp,
 which `tritonclient[http]` already installs for its own asyncio client. The
 generate endpoints take a JSON object keyed by input name and flatten
-arrays, so embeddings always travel as `prompt_embeds_base64`.
+arrays, so embeddings always travel base64: as `prompt_embeds_base64`, or
+as "data" parts inside a chat conversation's `messages`.
 
 One HTTP request carries one prompt, and it is always streamed from the
 server, even when the caller asked for one response: Triton notices that an
@@ -34,14 +35,12 @@ from ._errors import (
 )
 from ._types import Delta, GenerateRequest
 from .protocol import (
-    EMBEDS_BASE64_INPUT,
     EXCLUDE_INPUT,
     FINISH_REASON_OUTPUT,
     INPUT_TOKENS_OUTPUT,
     OUTPUT_TOKENS_OUTPUT,
     SAMPLING_INPUT,
     STREAM_INPUT,
-    TEXT_INPUT,
     TEXT_OUTPUT,
 )
 
@@ -138,14 +137,12 @@ def _body(request: GenerateRequest) -> dict[str, Any]:
     body: dict[str, Any] = {
         SAMPLING_INPUT: json.dumps(request.sampling),
         STREAM_INPUT: True,  # see the module docstring: cancellation needs it
-        EXCLUDE_INPUT: True,  # the completions API never echoes the prompt
+        EXCLUDE_INPUT: True,  # neither API echoes the prompt (chat never does)
     }
-    if request.embeds_tensor is not None:
-        raise ValueError("raw embeddings tensors cannot travel over HTTP; use base64")
-    if request.embeds_base64 is not None:
-        body[EMBEDS_BASE64_INPUT] = request.embeds_base64
-    else:
-        body[TEXT_INPUT] = request.text or ""
+    for name, value in request.prompt_inputs():
+        if not isinstance(value, str):
+            raise ValueError("raw embeddings tensors cannot travel over HTTP; use base64")
+        body[name] = value
     return body
 
 

@@ -1,8 +1,9 @@
 """Plain data passed between the resources and the transports.
 
-Public responses are openai-python's own types (`Completion`, `Model`); these
-are the internal shapes of one Triton request and one Triton response, kept
-free of any transport so gRPC and HTTP can share everything above them.
+Public responses are openai-python's own types (`Completion`,
+`ChatCompletion`, `Model`); these are the internal shapes of one Triton
+request and one Triton response, kept free of any transport so gRPC and HTTP
+can share everything above them.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from openai.types import Model
+
+from .protocol import CHAT_PARAMETERS_INPUT, EMBEDS_BASE64_INPUT, MESSAGES_INPUT, TEXT_INPUT
 
 
 @dataclass(frozen=True)
@@ -26,10 +29,13 @@ class TensorPayload:
 
 @dataclass(frozen=True)
 class GenerateRequest:
-    """One prompt of a completions call, ready for either transport.
+    """One prompt of a completions call, or one chat conversation, ready for
+    either transport.
 
     `index` is the choice index it answers; text is left out when embeddings
-    are sent so the raw text never reaches the server.
+    are sent so the raw text never reaches the server. A conversation is
+    `messages` (its JSON) with optional `chat_parameters` (JSON), and
+    `embeds_tensor` then holds the rows its "rows" parts take.
     """
 
     index: int
@@ -38,6 +44,24 @@ class GenerateRequest:
     text: str | None = None
     embeds_tensor: TensorPayload | None = None
     embeds_base64: str | None = None
+    messages: str | None = None
+    chat_parameters: str | None = None
+
+    def prompt_inputs(self) -> list[tuple[str, str | TensorPayload]]:
+        """The inputs that carry the prompt, by Triton input name: strings
+        for BYTES inputs, a TensorPayload for the raw embeddings input."""
+        inputs: list[tuple[str, str | TensorPayload]] = []
+        if self.messages is not None:
+            inputs.append((MESSAGES_INPUT, self.messages))
+            if self.chat_parameters is not None:
+                inputs.append((CHAT_PARAMETERS_INPUT, self.chat_parameters))
+        if self.embeds_tensor is not None:
+            inputs.append((self.embeds_tensor.input_name, self.embeds_tensor))
+        elif self.embeds_base64 is not None:
+            inputs.append((EMBEDS_BASE64_INPUT, self.embeds_base64))
+        elif self.messages is None:
+            inputs.append((TEXT_INPUT, self.text or ""))
+        return inputs
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,8 @@ EMBEDS_BASE64_INPUT: Final = "prompt_embeds_base64"
 STREAM_INPUT: Final = "stream"
 SAMPLING_INPUT: Final = "sampling_parameters"
 EXCLUDE_INPUT: Final = "exclude_input_in_output"
+MESSAGES_INPUT: Final = "messages"
+CHAT_PARAMETERS_INPUT: Final = "chat_parameters"
 
 # Raw-tensor embeddings inputs and the Triton datatype each carries.
 EMBEDS_TENSOR_DATATYPES: Final = {
@@ -31,6 +33,14 @@ EMBEDS_TENSOR_DATATYPES: Final = {
     EMBEDS_BF16_INPUT: "BF16",
 }
 EMBEDS_INPUTS: Final = (*EMBEDS_TENSOR_DATATYPES, EMBEDS_BASE64_INPUT)
+
+# -- chat messages (the JSON of MESSAGES_INPUT) -------------------------------------
+CHAT_ROLES: Final = ("system", "developer", "user", "assistant", "tool")
+TEXT_PART: Final = "text"
+EMBEDS_PART: Final = "prompt_embeds"
+EMBEDS_PART_DATA: Final = "data"  # base64 of torch.save bytes, as vLLM takes it
+EMBEDS_PART_ROWS: Final = "rows"  # the next N rows of the raw embeddings input
+EMBEDS_PLACEHOLDER: Final = "<prompt_embeds>"  # reserved: text may not contain it
 
 # -- outputs --------------------------------------------------------------------
 TEXT_OUTPUT: Final = "text_output"
@@ -86,6 +96,14 @@ class Rule:
     BAD_DTYPE: Final = "bad_dtype"
     NOT_FINITE: Final = "not_finite"
     TOO_LONG: Final = "too_long"
+    PROMPT_CONFLICT: Final = "prompt_conflict"
+    CHAT_LIMIT: Final = "chat_limit"
+    BAD_MESSAGES: Final = "bad_messages"
+    RESERVED_PLACEHOLDER: Final = "reserved_placeholder"
+    BAD_CHAT_PARAMETERS: Final = "bad_chat_parameters"
+    CHAT_ROWS: Final = "chat_rows"
+    NO_CHAT_TEMPLATE: Final = "no_chat_template"
+    CHAT_TEMPLATE_FAILED: Final = "chat_template_failed"
     ENGINE_VALIDATION: Final = "engine_validation"
 
 

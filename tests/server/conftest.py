@@ -10,9 +10,14 @@ from pathlib import Path
 import pytest
 
 from tools.models import ensure_models
-from tools.paths import SMOLLM2_DIR
+from tools.paths import SMOLLM2_DIR, TINY_MODEL_DIR
 from tools.server.launcher import TritonServer, start_ready_server
-from tools.server.repository import tiny_engine_args, write_model
+from tools.server.repository import (
+    TINY_CHAT_TEMPLATE,
+    tiny_engine_args,
+    tokenizer_without_chat_template,
+    write_model,
+)
 
 HERE = Path(__file__).parent
 
@@ -29,8 +34,19 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonServer]:
     ensure_models()
     repository = tmp_path_factory.mktemp("model_repository")
-    write_model(repository, "tiny", tiny_engine_args(), {"max_embeds_bytes": 10 * 1024 * 1024})
-    write_model(repository, "tiny_noembeds", tiny_engine_args(enable_prompt_embeds=False))
+    write_model(
+        repository,
+        "tiny",
+        tiny_engine_args(chat_template=TINY_CHAT_TEMPLATE),
+        {"max_embeds_bytes": 10 * 1024 * 1024},
+    )
+    # Embeddings off and no chat template: the model for both rejections.
+    bare_tokenizer = tokenizer_without_chat_template(TINY_MODEL_DIR, repository.parent / "tiny-tokenizer")
+    write_model(
+        repository,
+        "tiny_noembeds",
+        tiny_engine_args(enable_prompt_embeds=False, tokenizer=str(bare_tokenizer)),
+    )
     write_model(
         repository,
         "smollm2",

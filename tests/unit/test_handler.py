@@ -92,6 +92,9 @@ class FakeEngine:
     is_healthy: bool = True
     calls: list[dict[str, Any]] = field(default_factory=list)
 
+    async def render(self, prompt: dict[str, Any]) -> dict[str, Any]:
+        return prompt
+
     def generate(
         self, prompt: dict[str, Any], sampling: dict[str, Any], request_id: str, stream: bool
     ) -> AsyncIterator[FakeOutput]:

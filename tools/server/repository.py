@@ -8,10 +8,19 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from ..models.tiny import CHAT_TEMPLATE as TINY_TOKENIZER_TEMPLATE
 from ..models.tiny import HIDDEN_SIZE as TINY_HIDDEN
 from ..paths import SHIPPED_MODEL, TINY_MODEL_DIR
 
-__all__ = ["TINY_CONTEXT", "TINY_HIDDEN", "set_parameter", "tiny_engine_args", "write_model"]
+__all__ = [
+    "TINY_CHAT_TEMPLATE",
+    "TINY_CONTEXT",
+    "TINY_HIDDEN",
+    "set_parameter",
+    "tiny_engine_args",
+    "tokenizer_without_chat_template",
+    "write_model",
+]
 TINY_CONTEXT = 512
 
 
@@ -43,6 +52,11 @@ def set_parameter(config_text: str, key: str, value: str) -> str:
     return config_text[:start] + value + config_text[end:]
 
 
+# A chat template for the tiny model's model.json: its tokenizer's own, with a
+# fixed preamble, so a test can tell which of the two rendered a prompt.
+TINY_CHAT_TEMPLATE = "<|im_start|>system\nYou are tiny.<|im_end|>\n" + TINY_TOKENIZER_TEMPLATE
+
+
 def tiny_engine_args(context: int = TINY_CONTEXT, **extra: Any) -> dict[str, Any]:
     """The random-weight test model: fast to load, meaningless output."""
     return {
@@ -53,3 +67,16 @@ def tiny_engine_args(context: int = TINY_CONTEXT, **extra: Any) -> dict[str, Any
         "enforce_eager": True,  # skips a ~30 s compile warm-up per engine
         **extra,
     }
+
+
+def tokenizer_without_chat_template(model_dir: Path, out: Path) -> Path:
+    """A copy of a model's tokenizer with its chat template removed: the
+    `tokenizer` engine argument of a model that must have none."""
+    out.mkdir(parents=True, exist_ok=True)
+    for name in ("config.json", "tokenizer.json", "special_tokens_map.json"):
+        if (model_dir / name).exists():
+            shutil.copy(model_dir / name, out / name)
+    config = json.loads((model_dir / "tokenizer_config.json").read_text())
+    config.pop("chat_template", None)
+    (out / "tokenizer_config.json").write_text(json.dumps(config, indent=2))
+    return out

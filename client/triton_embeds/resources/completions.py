@@ -7,25 +7,30 @@ openai-python builds them, so the server's "abort" finish reason and the
 
 from __future__ import annotations
 
-import inspect
 import time
 import uuid
 from collections.abc import AsyncGenerator
-from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypedDict, overload
 
 from openai.types import Completion, CompletionChoice, CompletionUsage
 from typing_extensions import Unpack
 
-from .._concurrency import LoopThread, with_deadline
-from .._errors import InternalServerError
+from .._concurrency import LoopThread
 from .._requests import build_requests, sampling_parameters
 from .._streaming import AsyncStream, Stream
 from .._transport import Connection
 from .._types import Delta
-
-_NOT_GIVEN: Any = object()
+from ._generation import (
+    NOT_GIVEN,
+    TokenCounts,
+    call_sync,
+    collect,
+    generate,
+    include_usage,
+    signature_of,
+    stream_chunks,
+)
 
 
 class CompletionParams(TypedDict, total=False):
@@ -82,7 +87,7 @@ class AsyncCompletions:
         stream: bool = False,
         stream_options: dict[str, Any] | None = None,
         extra_body: dict[str, Any] | None = None,
-        timeout: float | None = _NOT_GIVEN,
+        timeout: float | None = NOT_GIVEN,
     ) -> Completion | AsyncStream[Completion]:
         """Complete a text prompt or prompt embeddings.
 
@@ -118,13 +123,11 @@ class AsyncCompletions:
             embeds_transport=connection.embeds_transport,
             model_inputs=lambda: connection.model_inputs(model),
         )
-        deadline = connection.timeout if timeout is _NOT_GIVEN else timeout
-        deltas = with_deadline(connection.transport.generate(model, requests), deadline)
+        deltas = generate(connection, model, requests, timeout)
         builder = _Builder(model=model, count=len(requests))
         if not stream:
             return await builder.completion(deltas)
-        include_usage = bool((stream_options or {}).get("include_usage"))
-        return await AsyncStream.start(builder.chunks(deltas, include_usage))
+        return await AsyncStream.start(builder.chunks(deltas, include_usage(stream_options)))
 
 
 class Completions:
@@ -150,17 +153,11 @@ class Completions:
         self, *, model: str, stream: bool, **params: Unpack[CompletionParams]
     ) -> Completion | Stream[Completion]: ...
 
+    @signature_of(AsyncCompletions.create)
     def create(
         self, *, model: str, stream: bool = False, **params: Unpack[CompletionParams]
     ) -> Completion | Stream[Completion]:
-        result = self._loop.call(self._async.create(model=model, stream=stream, **params))
-        if isinstance(result, AsyncStream):
-            return Stream(self._loop, result, owner=self._owner)
-        return result
-
-    # help() and IDEs show the async method's parameters and documentation.
-    create.__doc__ = AsyncCompletions.create.__doc__
-    create.__signature__ = inspect.signature(AsyncCompletions.create)  # type: ignore[attr-defined]
+        return call_sync(self._loop, self._owner, self._async.create(model=model, stream=stream, **params))
 
 
 @dataclass
@@ -171,45 +168,23 @@ class _Builder:
     count: int
     id: str = field(default_factory=lambda: f"cmpl-{uuid.uuid4().hex}")
     created: int = field(default_factory=lambda: int(time.time()))
-    _tokens: dict[int, tuple[int, int]] = field(default_factory=dict)
+    tokens: TokenCounts = field(default_factory=TokenCounts)
 
     async def completion(self, deltas: AsyncGenerator[Delta, None]) -> Completion:
-        texts: dict[int, list[str]] = {index: [] for index in range(self.count)}
-        reasons: dict[int, str] = {}
-        async with aclosing(deltas):
-            async for delta in deltas:
-                self._count(delta)
-                texts[delta.index].append(delta.text)
-                if delta.finish_reason:
-                    reasons[delta.index] = delta.finish_reason
-        missing = sorted(set(texts) - set(reasons))
-        if missing:
-            raise InternalServerError(f"the server ended prompt(s) {missing} without a finish reason")
-        choices = [_choice(index, "".join(texts[index]), reasons[index]) for index in range(self.count)]
-        return self._make(choices, self.usage())
+        results = await collect(deltas, self.count, self.tokens)
+        choices = [_choice(index, text, reason) for index, (text, reason) in enumerate(results)]
+        return self._make(choices, self.tokens.usage())
 
-    async def chunks(
-        self, deltas: AsyncGenerator[Delta, None], include_usage: bool
-    ) -> AsyncGenerator[Completion, None]:
-        async with aclosing(deltas):
-            async for delta in deltas:
-                self._count(delta)
-                if delta.text or delta.finish_reason:  # vLLM skips empty chunks too
-                    yield self._make([_choice(delta.index, delta.text, delta.finish_reason)], None)
-        if include_usage:
-            yield self._make([], self.usage())
+    def chunks(self, deltas: AsyncGenerator[Delta, None], usage: bool) -> AsyncGenerator[Completion, None]:
+        return stream_chunks(deltas, self.tokens, self._chunks, self._usage_chunk if usage else None)
 
-    def _count(self, delta: Delta) -> None:
-        """Token counts are cumulative per prompt: keep each prompt's latest."""
-        if delta.prompt_tokens is not None and delta.completion_tokens is not None:
-            self._tokens[delta.index] = (delta.prompt_tokens, delta.completion_tokens)
+    def _chunks(self, delta: Delta) -> list[Completion]:
+        if delta.text or delta.finish_reason:  # vLLM skips empty chunks too
+            return [self._make([_choice(delta.index, delta.text, delta.finish_reason)], None)]
+        return []
 
-    def usage(self) -> CompletionUsage:
-        prompt = sum(tokens[0] for tokens in self._tokens.values())
-        completion = sum(tokens[1] for tokens in self._tokens.values())
-        return CompletionUsage(
-            prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion
-        )
+    def _usage_chunk(self, usage: CompletionUsage) -> Completion:
+        return self._make([], usage)
 
     def _make(self, choices: list[CompletionChoice], usage: CompletionUsage | None) -> Completion:
         return Completion.model_construct(

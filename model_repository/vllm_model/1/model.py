@@ -31,7 +31,7 @@ from embeds_backend import triton_config
 from embeds_backend.engine import EngineBridge
 from embeds_backend.handler import RequestHandler
 from embeds_backend.metrics import ModelMetrics
-from embeds_backend.settings import load_backend_settings, load_engine_args
+from embeds_backend.settings import load_backend_settings, load_model_file
 from embeds_backend.supervisor import EngineSupervisor
 
 
@@ -45,13 +45,13 @@ class TritonPythonModel:
         if not pb_utils.using_decoupled_model_transaction_policy(model_config):
             raise pb_utils.TritonModelException("this model must use the decoupled transaction policy")
         model_dir = Path(args["model_repository"])
-        engine_args = load_engine_args(
+        model_file = load_model_file(
             model_dir / args["model_version"] / "model.json", repository_root=model_dir.parent.parent
         )
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="engine-loop", daemon=True)
         self._thread.start()
-        self._engine = EngineBridge(engine_args)
+        self._engine = EngineBridge(model_file.engine_args, model_file.chat_template)
         self._run(self._start_engine())
         self._metrics = ModelMetrics(args["model_name"])
         self._metrics.engine_state(ready=True)
@@ -73,7 +73,8 @@ class TritonPythonModel:
         pb_utils.Logger.log_info(
             f"{args['model_name']}: vLLM engine ready (hidden size {self._engine.hidden_size}, "
             f"dtype {self._engine.dtype}, context {self._engine.max_model_len}, "
-            f"prompt embeds {'on' if self._engine.embeds_enabled else 'off'})"
+            f"prompt embeds {'on' if self._engine.embeds_enabled else 'off'}, "
+            f"chat template {'yes' if self._engine.templating.template else 'none'})"
         )
 
     async def _start_engine(self) -> None:

@@ -22,6 +22,10 @@ EMBEDS_BASE64_INPUT: Final = "prompt_embeds_base64"
 STREAM_INPUT: Final = "stream"
 SAMPLING_INPUT: Final = "sampling_parameters"
 EXCLUDE_INPUT: Final = "exclude_input_in_output"
+# A chat conversation (OpenAI messages as JSON), templated on the server.
+MESSAGES_INPUT: Final = "messages"
+# JSON: add_generation_prompt, continue_final_message, chat_template_kwargs.
+CHAT_PARAMETERS_INPUT: Final = "chat_parameters"
 
 # -- outputs --------------------------------------------------------------------
 TEXT_OUTPUT: Final = "text_output"
@@ -57,7 +61,13 @@ class TensorSpec:
 # reference docs use, FP16/BF16 match GPU engines and halve the bytes.
 EMBEDS_TENSOR_INPUTS: Final = (EMBEDS_FP32_INPUT, EMBEDS_FP16_INPUT, EMBEDS_BF16_INPUT)
 EMBEDS_INPUTS: Final = (*EMBEDS_TENSOR_INPUTS, EMBEDS_BASE64_INPUT)
-STRING_INPUTS: Final = (TEXT_INPUT, SAMPLING_INPUT, EMBEDS_BASE64_INPUT)
+STRING_INPUTS: Final = (
+    TEXT_INPUT,
+    SAMPLING_INPUT,
+    EMBEDS_BASE64_INPUT,
+    MESSAGES_INPUT,
+    CHAT_PARAMETERS_INPUT,
+)
 BOOL_INPUTS: Final = (STREAM_INPUT, EXCLUDE_INPUT)
 
 INPUTS: Final = (
@@ -69,6 +79,8 @@ INPUTS: Final = (
     TensorSpec(STREAM_INPUT, "TYPE_BOOL", (1,), optional=True),
     TensorSpec(SAMPLING_INPUT, "TYPE_STRING", (1,), optional=True),
     TensorSpec(EXCLUDE_INPUT, "TYPE_BOOL", (1,), optional=True),
+    TensorSpec(MESSAGES_INPUT, "TYPE_STRING", (1,), optional=True),
+    TensorSpec(CHAT_PARAMETERS_INPUT, "TYPE_STRING", (1,), optional=True),
 )
 OUTPUTS: Final = (
     TensorSpec(TEXT_OUTPUT, "TYPE_STRING", (-1,)),
@@ -79,6 +91,19 @@ OUTPUTS: Final = (
 # Streamed responses before a request's last carry the text alone; the last
 # carries every output.
 FINAL_OUTPUTS: Final = tuple(spec.name for spec in OUTPUTS)
+
+
+# -- chat messages ----------------------------------------------------------------
+CHAT_ROLES: Final = ("system", "developer", "user", "assistant", "tool")
+TEXT_PART: Final = "text"
+EMBEDS_PART: Final = "prompt_embeds"
+# An embeddings part carries either vLLM's base64 of torch.save bytes...
+EMBEDS_PART_DATA: Final = "data"
+# ...or the number of rows it takes, in part order, from the raw embeddings input.
+EMBEDS_PART_ROWS: Final = "rows"
+# Where an embeddings part sits in the rendered template: vLLM's reserved
+# placeholder, a special token of the served tokenizer. Text may not contain it.
+EMBEDS_PLACEHOLDER: Final = "<prompt_embeds>"
 
 
 # -- codes: why a request was refused or not served ------------------------------
@@ -102,6 +127,15 @@ class Rule:
     BAD_DTYPE: Final = "bad_dtype"
     NOT_FINITE: Final = "not_finite"
     TOO_LONG: Final = "too_long"
+    # Chat conversations (the `messages` input).
+    PROMPT_CONFLICT: Final = "prompt_conflict"
+    CHAT_LIMIT: Final = "chat_limit"
+    BAD_MESSAGES: Final = "bad_messages"
+    RESERVED_PLACEHOLDER: Final = "reserved_placeholder"
+    BAD_CHAT_PARAMETERS: Final = "bad_chat_parameters"
+    CHAT_ROWS: Final = "chat_rows"
+    NO_CHAT_TEMPLATE: Final = "no_chat_template"
+    CHAT_TEMPLATE_FAILED: Final = "chat_template_failed"
     # vLLM's own input validation refused what passed ours.
     ENGINE_VALIDATION: Final = "engine_validation"
 

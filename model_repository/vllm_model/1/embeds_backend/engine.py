@@ -9,6 +9,9 @@ from typing import Any
 
 import torch
 
+from .chat_prompt import ChatTemplating
+from .contract import EMBEDS_PLACEHOLDER
+
 
 @dataclass(frozen=True)
 class ModelFacts:
@@ -19,11 +22,13 @@ class ModelFacts:
     dtype: torch.dtype
     max_model_len: int
     embeds_enabled: bool
+    templating: ChatTemplating
 
 
 class EngineBridge:
-    def __init__(self, engine_args: dict[str, Any]) -> None:
+    def __init__(self, engine_args: dict[str, Any], chat_template: str | None = None) -> None:
         self._engine_args = engine_args
+        self._chat_template = chat_template
         self._engine: Any = None
         self._facts: ModelFacts | None = None
 
@@ -37,13 +42,27 @@ class EngineBridge:
         config = engine.model_config
         # ModelConfig resolves "auto"/"half"/... to a torch.dtype on construction.
         assert isinstance(config.dtype, torch.dtype), config.dtype
+        embeds_enabled = bool(getattr(config, "enable_prompt_embeds", False))
         self._facts = ModelFacts(
             hidden_size=int(config.get_hidden_size()),
             dtype=config.dtype,
             max_model_len=int(config.max_model_len),
-            embeds_enabled=bool(getattr(config, "enable_prompt_embeds", False)),
+            embeds_enabled=embeds_enabled,
+            templating=self._templating(engine, embeds_enabled),
         )
         self._engine = engine
+
+    def _templating(self, engine: Any, embeds_enabled: bool) -> ChatTemplating:
+        """The renderer's tokenizer: with prompt embeddings on, vLLM registers
+        its placeholder there as a special token, so each embeddings part
+        tokenizes to exactly one id wherever the template puts it."""
+        tokenizer = engine.renderer.get_tokenizer()
+        template = self._chat_template or getattr(tokenizer, "chat_template", None)
+        placeholder_id = None
+        if embeds_enabled:
+            ids = tokenizer.encode(EMBEDS_PLACEHOLDER, add_special_tokens=False)
+            placeholder_id = ids[0] if len(ids) == 1 else None
+        return ChatTemplating(tokenizer, template if isinstance(template, str) else None, placeholder_id)
 
     @property
     def facts(self) -> ModelFacts:
@@ -68,12 +87,23 @@ class EngineBridge:
         return self.facts.embeds_enabled
 
     @property
+    def templating(self) -> ChatTemplating:
+        return self.facts.templating
+
+    @property
     def is_healthy(self) -> bool:
         engine = self._engine
         return engine is not None and not engine.errored
 
+    async def render(self, prompt: dict[str, Any]) -> Any:
+        """A text, token-id or embeddings prompt as the engine's input, through
+        vLLM's renderer (passing raw prompt dicts to generate() is deprecated).
+        Text is tokenized here as for a completion (special tokens added)."""
+        (engine_input,) = await self._engine.renderer.render_cmpl_async([prompt])
+        return engine_input
+
     def generate(
-        self, prompt: dict[str, Any], sampling: dict[str, Any], request_id: str, stream: bool
+        self, engine_input: Any, sampling: dict[str, Any], request_id: str, stream: bool
     ) -> AsyncIterator[Any]:
         """Outputs carry deltas when streaming, one final output otherwise.
         Cancelling the consuming task aborts the request inside vLLM."""
@@ -82,7 +112,7 @@ class EngineBridge:
 
         kind = RequestOutputKind.DELTA if stream else RequestOutputKind.FINAL_ONLY
         params = SamplingParams(**sampling, output_kind=kind)
-        return self._engine.generate(prompt, params, request_id)
+        return self._engine.generate(engine_input, params, request_id)
 
     def unfinished_requests(self) -> int:
         engine = self._engine

@@ -12,6 +12,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from . import triton_io
+from .chat_messages import ChatLimits, parse_conversation
+from .chat_prompt import build_chat_prompt
 from .contract import GENERATION_FAILED, Rule, Unavailable
 from .embeds import EmbedsLimits
 from .engine import EngineBridge, is_client_error, is_engine_dead
@@ -41,6 +43,11 @@ class RequestHandler:
             hidden_size=engine.hidden_size,
             dtype=engine.dtype,
             max_bytes=settings.max_embeds_bytes,
+        )
+        self._chat_limits = ChatLimits(
+            max_messages_bytes=settings.max_messages_bytes,
+            max_messages=settings.max_chat_messages,
+            max_parts=settings.max_chat_parts,
         )
         self._decoders = ThreadPoolExecutor(settings.decode_workers, "embeds-decode")
         self._responses = triton_io.ResponseSender(before_final=metrics.publish)
@@ -100,7 +107,8 @@ class RequestHandler:
             prompt = await self._build_prompt(parsed)
             if not self._engine.is_healthy:
                 raise self._supervisor.unavailable()
-            await self._generate(parsed, prompt, sender, arrival)
+            engine_input = await self._engine.render(prompt)
+            await self._generate(parsed, engine_input, sender, arrival)
         except RequestRejected as exc:
             self._metrics.rejection(exc.rule)
             self._finish(sender, triton_io.rejected(exc.rule, exc.message), "rejected")
@@ -112,17 +120,32 @@ class RequestHandler:
     async def _build_prompt(self, parsed: ParsedRequest) -> dict[str, Any]:
         if parsed.kind is PromptKind.TEXT:
             return build_text_prompt(parsed)
+        if parsed.kind is PromptKind.CHAT:
+            return await self._loop.run_in_executor(self._decoders, self._build_chat_prompt, parsed)
         return await self._loop.run_in_executor(
             self._decoders, build_embeds_prompt, parsed, self._limits, self._engine.max_model_len
         )
 
-    async def _generate(
-        self, parsed: ParsedRequest, prompt: dict[str, Any], sender: Any, arrival: float
-    ) -> None:
+    def _build_chat_prompt(self, parsed: ParsedRequest) -> dict[str, Any]:
+        """In a worker thread: parsing the messages JSON, decoding its parts
+        and rendering the template are all work."""
+        conversation = parse_conversation(parsed.messages or b"", parsed.chat_parameters, self._chat_limits)
+        return build_chat_prompt(
+            conversation,
+            parsed.embeds_tensor,
+            self._engine.templating,
+            self._limits,
+            parsed.max_tokens,
+            self._engine.max_model_len,
+        )
+
+    async def _generate(self, parsed: ParsedRequest, engine_input: Any, sender: Any, arrival: float) -> None:
         prefix = parsed.text if self._echoes_prompt(parsed) else ""
         generated = prompt_tokens = 0
         finished = False
-        async for output in self._engine.generate(prompt, parsed.sampling, uuid.uuid4().hex, parsed.stream):
+        async for output in self._engine.generate(
+            engine_input, parsed.sampling, uuid.uuid4().hex, parsed.stream
+        ):
             completion = output.outputs[0]
             if parsed.stream and generated == 0 and completion.token_ids:
                 self._metrics.time_to_first_token(time.monotonic() - arrival)

@@ -12,12 +12,15 @@ from typing import Any
 import torch
 
 from .contract import (
+    CHAT_PARAMETERS_INPUT,
     EMBEDS_BASE64_INPUT,
     EMBEDS_BF16_INPUT,
     EMBEDS_FP16_INPUT,
     EMBEDS_FP32_INPUT,
     EMBEDS_INPUTS,
+    EMBEDS_PLACEHOLDER,
     EXCLUDE_INPUT,
+    MESSAGES_INPUT,
     SAMPLING_INPUT,
     STREAM_INPUT,
     TEXT_INPUT,
@@ -38,6 +41,7 @@ class PromptKind(str, Enum):
     TEXT = "text"
     EMBEDS_TENSOR = "embeds_tensor"
     EMBEDS_BASE64 = "embeds_base64"
+    CHAT = "chat"
 
 
 @dataclass
@@ -49,6 +53,10 @@ class ParsedRequest:
     text: str | None = None
     embeds_tensor: torch.Tensor | None = None
     embeds_base64: bytes | None = None
+    # Chat: the messages JSON, still unparsed (parsing it is work for a
+    # worker thread), and the chat_parameters JSON.
+    messages: bytes | None = None
+    chat_parameters: str | None = None
 
     @property
     def max_tokens(self) -> int:
@@ -68,11 +76,18 @@ def parse_request(inputs: Mapping[str, Any], embeds_enabled: bool) -> ParsedRequ
             Rule.MULTIPLE_EMBEDS,
             f"send exactly one prompt embeddings input, got {', '.join(embeds_given)}",
         )
+    messages = inputs.get(MESSAGES_INPUT)
+    if messages is not None:
+        return _parse_chat_request(inputs, messages, embeds_given)
+    if inputs.get(CHAT_PARAMETERS_INPUT) is not None:
+        raise RequestRejected(
+            Rule.PROMPT_CONFLICT, f"{CHAT_PARAMETERS_INPUT} applies to {MESSAGES_INPUT}, which is missing"
+        )
     text = _decode_text(inputs.get(TEXT_INPUT))
     if not embeds_given and text is None:
         raise RequestRejected(
             Rule.NO_PROMPT,
-            f"no prompt: send {TEXT_INPUT} or one of {', '.join(EMBEDS_INPUTS)}",
+            f"no prompt: send {TEXT_INPUT}, {MESSAGES_INPUT} or one of {', '.join(EMBEDS_INPUTS)}",
         )
     parsed = ParsedRequest(
         kind=PromptKind.TEXT,
@@ -83,7 +98,37 @@ def parse_request(inputs: Mapping[str, Any], embeds_enabled: bool) -> ParsedRequ
     )
     if embeds_given:  # embeds take precedence over text (Dynamo's rule)
         _attach_embeds(parsed, embeds_given[0], inputs[embeds_given[0]])
+    elif embeds_enabled and text is not None and EMBEDS_PLACEHOLDER in text:
+        # With embeddings on, vLLM's tokenizer holds the placeholder as a
+        # special token: in text it would become a token that is no text.
+        raise RequestRejected(
+            Rule.RESERVED_PLACEHOLDER,
+            f"{TEXT_INPUT} contains {EMBEDS_PLACEHOLDER!r}, reserved by this model to mark where "
+            f"embeddings go",
+        )
     return parsed
+
+
+def _parse_chat_request(inputs: Mapping[str, Any], messages: Any, embeds_given: list[str]) -> ParsedRequest:
+    """A conversation is the whole prompt: text_input would compete with it,
+    and base64 embeddings belong inside it as "data" parts. A raw tensor
+    input is allowed: "rows" parts place its rows."""
+    conflicting = [TEXT_INPUT] if inputs.get(TEXT_INPUT) is not None else []
+    conflicting += [name for name in embeds_given if name == EMBEDS_BASE64_INPUT]
+    if conflicting:
+        raise RequestRejected(
+            Rule.PROMPT_CONFLICT,
+            f"{MESSAGES_INPUT} is the whole prompt; do not also send {', '.join(conflicting)} "
+            f'(embeddings go in the messages as "prompt_embeds" parts)',
+        )
+    return ParsedRequest(
+        kind=PromptKind.CHAT,
+        sampling=parse_sampling_parameters(_decode_text(inputs.get(SAMPLING_INPUT))),
+        stream=bool(inputs.get(STREAM_INPUT) or False),
+        embeds_tensor=inputs[embeds_given[0]] if embeds_given else None,
+        messages=messages.encode("utf-8") if isinstance(messages, str) else messages,
+        chat_parameters=_decode_text(inputs.get(CHAT_PARAMETERS_INPUT)),
+    )
 
 
 def _attach_embeds(parsed: ParsedRequest, name: str, value: Any) -> None:

@@ -29,6 +29,37 @@ class BackendSettings:
     decode_workers: int = 4
     # How often in-flight requests are checked for client cancellation.
     cancel_poll_interval_s: float = 0.05
+    # Chat: the messages JSON's size (checked before parsing), the number of
+    # messages, and content parts over all messages.
+    max_messages_bytes: int = 16 * 1024 * 1024
+    max_chat_messages: int = 256
+    max_chat_parts: int = 256
+
+
+@dataclass(frozen=True)
+class ModelFile:
+    """model.json: vLLM engine arguments, plus the keys that configure this
+    backend rather than the engine."""
+
+    engine_args: dict[str, Any]
+    # Jinja text that replaces the tokenizer's chat template.
+    chat_template: str | None = None
+
+
+def load_model_file(model_json: Path, repository_root: Path) -> ModelFile:
+    """`chat_template` may be the template itself or a file path (relative
+    paths from model.json's directory, then the project root)."""
+    args = load_engine_args(model_json, repository_root)
+    template = args.pop("chat_template", None)
+    if template is not None:
+        if not isinstance(template, str) or not template:
+            raise ValueError(f"{model_json}: chat_template must be Jinja text or a file path")
+        for base in (model_json.parent, repository_root):
+            candidate = base / template
+            if len(template) < 4096 and "\n" not in template and candidate.is_file():
+                template = candidate.read_text()
+                break
+    return ModelFile(args, template)
 
 
 def load_engine_args(model_json: Path, repository_root: Path) -> dict[str, Any]:
@@ -59,4 +90,7 @@ def load_backend_settings(model_config: Mapping[str, Any]) -> BackendSettings:
         ),
         decode_workers=int(params.get("decode_workers") or defaults.decode_workers),
         cancel_poll_interval_s=float(params.get("cancel_poll_interval_s") or defaults.cancel_poll_interval_s),
+        max_messages_bytes=int(params.get("max_messages_bytes") or defaults.max_messages_bytes),
+        max_chat_messages=int(params.get("max_chat_messages") or defaults.max_chat_messages),
+        max_chat_parts=int(params.get("max_chat_parts") or defaults.max_chat_parts),
     )
