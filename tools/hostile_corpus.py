@@ -79,6 +79,19 @@ def rezip(
     return plain_zip([(name, data) for name, data in edited if data is not None], compression)
 
 
+def mark_as_directory(raw: bytes, member_suffix: str) -> bytes:
+    """Give one member the MS-DOS directory attribute in the central
+    directory: torch's reader then leaves its storage buffer unwritten."""
+    data = bytearray(raw)
+    with zipfile.ZipFile(io.BytesIO(raw)) as archive:
+        central = archive.start_dir
+    for offset in _central_entries(raw, central):
+        name_length = struct.unpack_from("<H", raw, offset + 28)[0]
+        if raw[offset + 46 : offset + 46 + name_length].decode().endswith(member_suffix):
+            struct.pack_into("<I", data, offset + 38, 0x10)
+    return bytes(data)
+
+
 def lie_about_size(raw: bytes, member_suffix: str, size: int) -> bytes:
     """Patch the declared uncompressed size of one member in its local header
     and in the central directory, leaving the data as it is."""
@@ -293,6 +306,12 @@ def container_cases() -> list[HostileCase]:
             lambda: embeds_b64(raw[:-60] + b"\xee" * 38 + raw[-22:]),
             "not_a_tensor",
             "zip",
+        ),
+        HostileCase(
+            "zip_storage_marked_as_directory",
+            lambda: embeds_b64(mark_as_directory(raw, "data/0")),
+            "not_a_tensor",
+            "is marked as a directory",
         ),
         HostileCase(
             "zip_deflated_members",
@@ -711,6 +730,8 @@ def sampling_cases() -> list[HostileCase]:
 MAX_MESSAGES_BYTES = 16 * 1024 * 1024
 MAX_CHAT_MESSAGES = 256
 MAX_CHAT_PARTS = 256
+# The corpus model's max_mixed_embeds_bytes: 256 positions of hidden 128 in float32.
+MAX_MIXED_BYTES = 128 * 1024
 
 
 def chat(*content: dict | str, system: str = "Be brief.") -> list[dict]:
@@ -811,7 +832,27 @@ def chat_cases() -> list[HostileCase]:
                 chat("hi"), chat_parameters={"chat_template_kwargs": {"x": EMBEDS_PLACEHOLDER}}
             ),
             "reserved_placeholder",
-            "chat_parameters contains",
+            "chat_template_kwargs.x contains '<prompt_embeds>'",
+        ),
+        HostileCase(
+            "chat_placeholder_escaped_in_template_kwargs",
+            lambda: chat_inputs(
+                chat("hi"), chat_parameters='{"chat_template_kwargs": {"x": "\\u003cprompt_embeds>"}}'
+            ),
+            "reserved_placeholder",
+            "chat_template_kwargs.x contains",
+        ),
+        HostileCase(
+            "chat_lone_surrogate",
+            lambda: chat_inputs('[{"role": "user", "content": "\\ud800"}]'),
+            "bad_messages",
+            "messages[0].content holds a lone UTF-16 surrogate",
+        ),
+        HostileCase(
+            "chat_mixed_rows_over_limit",
+            lambda: chat_inputs(chat("hi", data_part(saved(good(300))))),
+            "chat_limit",
+            f"over this model's limit of {MAX_MIXED_BYTES} (max_mixed_embeds_bytes)",
         ),
         HostileCase(
             "text_input_placeholder",

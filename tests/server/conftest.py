@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from tools.hostile_corpus import MAX_MIXED_BYTES
 from tools.models import ensure_models
 from tools.paths import SMOLLM2_DIR, TINY_MODEL_DIR
 from tools.server.launcher import TritonServer, start_ready_server
@@ -38,7 +39,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonServer]:
         repository,
         "tiny",
         tiny_engine_args(chat_template=TINY_CHAT_TEMPLATE),
-        {"max_embeds_bytes": 10 * 1024 * 1024},
+        {"max_embeds_bytes": 10 * 1024 * 1024, "max_mixed_embeds_bytes": MAX_MIXED_BYTES},
     )
     # Embeddings off and no chat template: the model for both rejections.
     bare_tokenizer = tokenizer_without_chat_template(TINY_MODEL_DIR, repository.parent / "tiny-tokenizer")

@@ -84,13 +84,19 @@ def test_string_and_part_contents_keep_their_order() -> None:
             [{"role": "user", "content": [{"type": "prompt_embeds", "data": "QUJD", "rows": 2}]}],
             "exactly one of",
         ),
-        ([{"role": "user", "content": [{"type": "prompt_embeds", "rows": 0}]}], "positive integer, got 0"),
+        (
+            [{"role": "user", "content": [{"type": "prompt_embeds", "rows": 0}]}],
+            "positive integer below 2**31, got 0",
+        ),
         (
             [{"role": "user", "content": [{"type": "prompt_embeds", "rows": True}]}],
-            "positive integer, got true",
+            "positive integer below 2**31, got true",
         ),
         ([{"role": "user", "content": [{"type": "prompt_embeds", "data": 7}]}], "must be a non-empty string"),
         ([{"role": "user", "content": "hi", "name": 3}], "messages[0].name must be a string"),
+        ([{"role": "user", "content": [{"type": "prompt_embeds", "rows": 2**31}]}], "below 2**31"),
+        ('[{"role": "user", "content": "\\ud800"}]', "messages[0].content holds a lone UTF-16 surrogate"),
+        ('[{"role": "user", "content": "hi", "name": "\\udfff"}]', "messages[0].name holds a lone"),
     ],
 )
 def test_malformed_conversations_are_named(messages: Any, expected: str) -> None:
@@ -142,10 +148,13 @@ def test_chat_parameters() -> None:
         ('{"chat_template_kwargs": {"messages": []}}', Rule.BAD_CHAT_PARAMETERS, "may not set ['messages']"),
         ('{"continue_final_message": true}', Rule.BAD_CHAT_PARAMETERS, "add_generation_prompt: false"),
         (
-            json.dumps({"chat_template_kwargs": {"x": EMBEDS_PLACEHOLDER}}),
+            json.dumps({"chat_template_kwargs": {"x": [EMBEDS_PLACEHOLDER]}}),
             Rule.RESERVED_PLACEHOLDER,
-            "reserved",
+            "chat_template_kwargs.x[0] contains",
         ),
+        # Escaped in the JSON text, the placeholder is still found.
+        ('{"chat_template_kwargs": {"x": "\\u003cprompt_embeds>"}}', Rule.RESERVED_PLACEHOLDER, "reserved"),
+        ('{"chat_template_kwargs": {"\\ud800": 1}}', Rule.BAD_CHAT_PARAMETERS, "lone UTF-16 surrogate"),
     ],
 )
 def test_bad_chat_parameters(text: str, rule: str, expected: str) -> None:

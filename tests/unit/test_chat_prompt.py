@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from embeds_backend.chat_messages import ChatLimits, parse_conversation
-from embeds_backend.chat_prompt import ChatTemplating, build_chat_prompt
+from embeds_backend.chat_prompt import ChatTemplating, build_chat_prompt, content_as_parts
 from embeds_backend.contract import EMBEDS_PLACEHOLDER, Rule
 from embeds_backend.embeds import EmbedsLimits
 from embeds_backend.errors import RequestRejected
@@ -198,7 +198,7 @@ def test_no_template_and_failing_templates(templating: ChatTemplating) -> None:
         {"role": "user", "content": "hi"},
         {"role": "user", "content": [{"type": "prompt_embeds", "data": b64(torch.randn(2, HIDDEN))}]},
     ]
-    assert "kept 0 of the 1" in rejected(Rule.CHAT_TEMPLATE_FAILED, dropping, two_users)
+    assert "has 0 places for 1 embeddings parts" in rejected(Rule.CHAT_TEMPLATE_FAILED, dropping, two_users)
 
 
 def test_template_kwargs_reach_the_template(templating: ChatTemplating) -> None:
@@ -217,3 +217,56 @@ def test_embeds_parts_need_a_model_with_embeddings_on(templating: ChatTemplating
     assert "enable_prompt_embeds" in rejected(
         Rule.EMBEDS_DISABLED, off, [{"role": "user", "content": content}]
     )
+
+
+def test_mixed_prompts_are_bounded_before_allocation(templating: ChatTemplating) -> None:
+    content = ["x " * 200, {"type": "prompt_embeds", "data": b64(torch.randn(1, HIDDEN))}]
+    messages = [
+        {
+            "role": "user",
+            "content": [c if isinstance(c, dict) else {"type": "text", "text": c} for c in content],
+        }
+    ]
+    conversation = parse_conversation(json.dumps(messages), None, CHAT_LIMITS)
+    prompt = build_chat_prompt(conversation, None, templating, LIMITS, 4, 4096)
+    size = prompt["prompt_embeds"].numel() * 4
+    with pytest.raises(RequestRejected) as caught:
+        build_chat_prompt(conversation, None, templating, LIMITS, 4, 4096, max_mixed_bytes=size - 1)
+    assert caught.value.rule == Rule.CHAT_LIMIT and "max_mixed_embeds_bytes" in caught.value.message
+    assert build_chat_prompt(conversation, None, templating, LIMITS, 4, 4096, max_mixed_bytes=size)
+
+
+def test_developer_is_system_for_templates_that_do_not_know_it(templating: ChatTemplating) -> None:
+    developer = build(templating, [{"role": "developer", "content": "Be brief."}])
+    system = build(templating, [{"role": "system", "content": "Be brief."}])
+    assert developer == system
+    knows = ChatTemplating(
+        templating.tokenizer, "{% if messages[0]['role'] == 'developer' %}dev{% endif %}", None
+    )
+    assert (
+        templating.tokenizer.decode(build(knows, [{"role": "developer", "content": "x"}])["prompt_token_ids"])
+        == "dev"
+    )
+
+
+PARTS_TEMPLATE = (
+    "{% for message in messages %}{{ message['role'] }}:"
+    "{% for part in message['content'] %}{{ part['text'] }}{% endfor %}\n{% endfor %}"
+)
+
+
+def test_templates_that_loop_over_content_parts_get_parts(templating: ChatTemplating) -> None:
+    assert content_as_parts(templating.tokenizer, PARTS_TEMPLATE)
+    assert not content_as_parts(templating.tokenizer, CHAT_TEMPLATE)
+    assert not content_as_parts(templating.tokenizer, None)
+    parts = ChatTemplating(
+        templating.tokenizer, PARTS_TEMPLATE, templating.placeholder_id, parts_content=True
+    )
+    rows = torch.randn(2, HIDDEN)
+    content = [{"type": "text", "text": "Hello"}, {"type": "prompt_embeds", "data": b64(rows)}]
+    prompt = build(parts, [{"role": "user", "content": content}])
+    mask = prompt["prompt_is_token_ids"]
+    tokens = [t for t, is_token in zip(prompt["prompt_token_ids"], mask, strict=True) if is_token]
+    # Jinja drops the template's final newline.
+    assert templating.tokenizer.decode(tokens) == "user:Hello\n"
+    assert torch.equal(prompt["prompt_embeds"][[not m for m in prompt["prompt_is_token_ids"]]], rows)

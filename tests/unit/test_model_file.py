@@ -47,3 +47,10 @@ def test_without_chat_template_the_tokenizers_applies(tmp_path: Path) -> None:
 def test_a_chat_template_that_is_no_text_fails_the_load(tmp_path: Path, value: object) -> None:
     with pytest.raises(ValueError, match="chat_template must be Jinja text or a file path"):
         load_model_file(write(tmp_path, chat_template=value), tmp_path)
+
+
+def test_a_one_line_template_is_text_and_a_missing_file_fails_the_load(tmp_path: Path) -> None:
+    long_inline = "{{ messages[0]['content'] }}" + " " * 400
+    assert load_model_file(write(tmp_path, chat_template=long_inline), tmp_path).chat_template == long_inline
+    with pytest.raises(ValueError, match=r"chat_template file 'templates/missing\.jinja' not found"):
+        load_model_file(write(tmp_path, chat_template="templates/missing.jinja"), tmp_path)

@@ -1,2 +1,3 @@
-"""The prompt-embeddings fuzzer: `python -m tools.fuzz --help`. The unit
-tests run the same generators and contract under Hypothesis."""
+"""The prompt-embeddings and chat fuzzer: `python -m tools.fuzz --help`. The
+unit tests run the same generators and contracts (under Hypothesis for the
+embeddings target)."""

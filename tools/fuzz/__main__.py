@@ -1,11 +1,20 @@
-"""Long-run fuzzer for the prompt-embeds decoder and validator.
+"""Long-run fuzzer for the prompt-embeds decoder and validator, and for chat
+requests.
 
-Every input must end one of two ways: `validate_embeds` returns a plain,
-dense, finite (seq_len, hidden) tensor in the engine dtype, or a
+Targets (--target): `embeds` (default), the embeddings payload decoder and
+validator described below; `chat`, a chat request (messages, chat_parameters,
+an optional raw embeddings input) through the request parser, the
+conversation checks, the chat template and the mixed prompt, with a real
+tokenizer: it must end accepted with a prompt whose invariants hold, or
+rejected with one of the chat rules (see `chat_oracle`).
+
+Every embeddings input must end one of two ways: `validate_embeds` returns
+a plain, dense, finite (seq_len, hidden) tensor in the engine dtype, or a
 `RequestRejected` names the rule it broke. Anything else is a finding:
 
 - crash: another exception escaped, or a contract check failed (a tensor
-  that is not dense, finite, right-sized and plain was accepted; a sparse
+  that is not dense, finite, right-sized and plain was accepted; an
+  accepted payload decoded to another tensor the second time; a sparse
   payload got past the pre-load pickle scan; pickled code ran);
 - hang: one execution used more than --hang-seconds of CPU time, or a
   worker was stuck in one execution for 10 times that (30 s at least) of
@@ -26,8 +35,10 @@ processes and keeps inputs with new outcomes as further seeds; `atheris`
 process with the same mutators, and prints libFuzzer's own statistics.
 
 Findings are saved under --findings-dir (git-ignored) as the input (.bin)
-and a report (.txt); `--replay FILE.bin` runs one saved input again. The
-exit status is 1 when there are findings.
+and a report (.txt); a chat finding's name starts with `chat-`.
+`--replay FILE.bin` runs one saved input again, for the target its name
+says (or --target, for atheris's crash-* files). The exit status is 1 when
+there are findings.
 """
 
 from __future__ import annotations
@@ -50,12 +61,15 @@ from .campaign import (
     Options,
     run_atheris,
 )
-from .oracle import execute
+from .targets import DEFAULT_TARGET, TARGETS, get_target, target_of_finding
 
 
 # -- command line ----------------------------------------------------------------------------
-def replay(path: Path) -> int:
+def replay(path: Path, target: str | None = None) -> int:
+    """Run one saved input: 0 when it ends as the contract allows, 1 when it
+    is (still) a finding."""
     data = path.read_bytes()
+    execute = get_target(target or target_of_finding(path)).execute
     started = time.perf_counter()
     try:
         outcome = execute(data)
@@ -78,6 +92,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--engine", choices=("mutation", "atheris"), default="mutation")
+    parser.add_argument(
+        "--target",
+        choices=tuple(TARGETS),
+        help=f"what to fuzz (default {DEFAULT_TARGET}; with --replay, the one the file name says)",
+    )
     parser.add_argument("--hang-seconds", type=float, default=2.0)
     parser.add_argument(
         "--rss-bound-mib",
@@ -101,7 +120,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     warnings.simplefilter("ignore")
     if args.replay:
-        return replay(args.replay)
+        return replay(args.replay, args.target)
     executions = args.executions or (0 if args.seconds else DEFAULT_EXECUTIONS)
     options = Options(
         executions or UNLIMITED,
@@ -112,11 +131,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.rss_bound_mib,
         args.memory_cap_mib,
         args.findings_dir,
+        args.target or DEFAULT_TARGET,
     )
     if args.engine == "atheris":
         return run_atheris(options)
     print(
-        f"engine: mutation  workers: {options.workers}  seed: {options.seed}  "
+        f"target: {options.target}  engine: mutation  workers: {options.workers}  seed: {options.seed}  "
         f"executions: {executions or 'unlimited'}  seconds: {options.seconds or 'unlimited'}",
         flush=True,
     )

@@ -7,7 +7,6 @@ import collections
 import hashlib
 import inspect
 import multiprocessing as mp
-import pickletools
 import random
 import re
 import resource
@@ -16,21 +15,16 @@ import sys
 import time
 import traceback
 import warnings
-import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import torch
 
-from embeds_backend.embeds import (
-    decode_base64_embeds,
-)
-
 from ..paths import RESULTS
-from .inputs import MAX_INPUT, mutate, seed_inputs
-from .oracle import execute
+from .targets import DEFAULT_TARGET, Target, get_target
 
 DEFAULT_FINDINGS_DIR = RESULTS / "fuzz-findings"
 MAX_CORPUS = 4000
@@ -58,26 +52,32 @@ def classify(exc: BaseException) -> tuple[str, str]:
     return kind, f"{kind} {where} {summary}"
 
 
-def run_one(data: bytes) -> tuple[str, Finding | None, float]:
+def run_one(data: bytes, target: Target | None = None) -> tuple[str, Finding | None, float]:
     """Execute one input: (signature of its outcome, finding or None, CPU
-    seconds). The signature is the rule and the shape of its message
-    (numbers stripped): a new one is new behaviour worth mutating further.
+    seconds). The signature is the rule and the shape of its message, as
+    the target reads it: a new one is new behaviour worth mutating further.
     CPU time, not wall time, so that a loaded machine does not fake hangs."""
+    target = target or get_target(DEFAULT_TARGET)
     started = time.process_time()
     try:
-        outcome = execute(data)
-        signature, finding = f"{outcome.rule} {re.sub(r'[0-9]+', 'N', outcome.message)[:90]}", None
+        outcome = target.execute(data)
+        signature, finding = target.signature(outcome), None
     except Exception as exc:  # noqa: BLE001 - every escape is what we are looking for
         kind, key = classify(exc)
         signature, finding = kind, Finding(kind, key, data, "".join(traceback.format_exception(exc)))
     return signature, finding, time.process_time() - started
 
 
-def save_finding(finding: Finding, directory: Path) -> Path:
+def save_finding(finding: Finding, directory: Path, target: Target | None = None) -> Path:
+    """The input as FILE.bin (the name starts with the target's prefix, which
+    replay reads back) and a report beside it as FILE.txt."""
+    target = target or get_target(DEFAULT_TARGET)
     directory.mkdir(parents=True, exist_ok=True)
-    stem = directory / f"{finding.kind}-{hashlib.sha1(finding.data).hexdigest()[:12]}"
+    stem = directory / f"{target.file_prefix()}{finding.kind}-{hashlib.sha1(finding.data).hexdigest()[:12]}"
     stem.with_suffix(".bin").write_bytes(finding.data)
-    stem.with_suffix(".txt").write_text(f"{finding.key}\n\n{finding.report}\ninput: {finding.data[:200]!r}\n")
+    stem.with_suffix(".txt").write_text(
+        f"{finding.key}\n\ntarget: {target.name}\n{finding.report}\ninput: {finding.data[:200]!r}\n"
+    )
     return stem.with_suffix(".bin")
 
 
@@ -105,6 +105,7 @@ class Options:
     rss_bound_mib: int
     memory_cap_mib: int
     findings_dir: Path
+    target: str = DEFAULT_TARGET
 
 
 def _publish_input(buffer: Any, data: bytes) -> None:
@@ -133,11 +134,12 @@ def worker_main(
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops workers through `stop`
     warnings.simplefilter("ignore")
     torch.set_num_threads(1)
+    target = get_target(options.target)
     rng = random.Random(f"{options.seed}/{index}/{generation}")
-    corpus = seed_inputs()
-    signatures = {run_one(data)[0] for data in corpus}
+    corpus = target.seed_inputs()
+    signatures = {run_one(data, target)[0] for data in corpus}
     _cap_memory(options.memory_cap_mib)
-    FuzzLoop(index, quota, deadline, options, shared, rng, corpus, signatures).run()
+    FuzzLoop(index, quota, deadline, options, shared, rng, corpus, signatures, target).run()
 
 
 class FuzzLoop:
@@ -153,6 +155,7 @@ class FuzzLoop:
         rng: random.Random,
         corpus: list[bytes],
         signatures: set[str],
+        target: Target,
     ) -> None:
         self.index, self.quota, self.deadline, self.options, self.shared = (
             index,
@@ -161,7 +164,7 @@ class FuzzLoop:
             options,
             shared,
         )
-        self.rng, self.corpus, self.signatures = rng, corpus, signatures
+        self.rng, self.corpus, self.signatures, self.target = rng, corpus, signatures, target
         self.seeds = list(corpus)
         self.outcomes: collections.Counter[str] = collections.Counter()
         self.reported: set[str] = set()
@@ -183,10 +186,10 @@ class FuzzLoop:
         # Half from the seeds: most new signatures are new ways to fail early,
         # and mutating only those would leave the deep checks unexercised.
         parents = self.seeds if self.rng.random() < 0.5 else self.corpus
-        data = mutate(self.rng.choice(parents), self.rng, self.corpus)
+        data = self.target.mutate(self.rng.choice(parents), self.rng, self.corpus)
         _publish_input(self.shared.inputs[self.index], data)
         self.shared.busy_since[self.index] = time.monotonic()
-        signature, finding, seconds = run_one(data)
+        signature, finding, seconds = run_one(data, self.target)
         self.shared.busy_since[self.index] = 0.0
         self.outcomes[signature.split(" ")[0]] += 1
         self.slowest = max(self.slowest, seconds)
@@ -226,6 +229,8 @@ class Campaign:
 
     def __init__(self, options: Options) -> None:
         self.options = options
+        self.target = get_target(options.target)
+        self.target.prepare()  # before forking: the workers share what it imports
         context = mp.get_context("fork")
         self.context = context
         count = options.workers
@@ -233,7 +238,7 @@ class Campaign:
             executions=context.RawArray("q", count),
             peak_rss_kib=context.RawArray("q", count),
             busy_since=context.RawArray("d", count),
-            inputs=[context.RawArray("B", MAX_INPUT + 8) for _ in range(count)],
+            inputs=[context.RawArray("B", self.target.max_input + 8) for _ in range(count)],
             findings=context.Queue(),
             summaries=context.Queue(),
             stop=context.Event(),
@@ -318,7 +323,7 @@ class Campaign:
         self.finding_count[finding.kind] += 1
         if finding.key not in self.findings:
             self.findings[finding.key] = finding
-            path = save_finding(finding, self.options.findings_dir)
+            path = save_finding(finding, self.options.findings_dir, self.target)
             print(f"FINDING {finding.key}\n  saved {path}", flush=True)
 
     @property
@@ -355,29 +360,31 @@ class Campaign:
 
 # -- the atheris engine ----------------------------------------------------------------------
 def run_atheris(options: Options) -> int:
-    """libFuzzer's loop with coverage of embeds_backend, zipfile, pickletools
-    and torch's loader; stops at the first finding (saved as crash-*/timeout-*
-    under the findings directory) and prints its own statistics."""
+    """libFuzzer's loop with coverage of the target's modules (for embeds:
+    embeds_backend.embeds, zipfile, pickletools and torch's loader); stops at
+    the first finding (saved as crash-*/timeout-* under the findings
+    directory, replayed with --target) and prints its own statistics."""
     import atheris
 
-    corpus_dir = options.findings_dir.parent / "fuzz-corpus"
+    target = get_target(options.target)
+    corpus_dir = options.findings_dir.parent / f"{target.file_prefix()}fuzz-corpus"
     corpus_dir.mkdir(parents=True, exist_ok=True)
-    for data in seed_inputs():
+    for data in target.seed_inputs():
         (corpus_dir / hashlib.sha1(data).hexdigest()).write_bytes(data)
     warnings.simplefilter("ignore")
     torch.set_num_threads(1)
     _cap_memory(options.memory_cap_mib)
-    for function in _functions_to_instrument():
+    for function in _functions_to_instrument(target.modules()):
         atheris.instrument_func(function)
 
     def mutator(data: bytes, max_size: int, seed: int) -> bytes:
-        return mutate(data, random.Random(seed))[:max_size]
+        return target.mutate(data, random.Random(seed), ())[:max_size]
 
     argv = [
         sys.argv[0],
         str(corpus_dir),
         f"-seed={options.seed or 1}",
-        f"-max_len={MAX_INPUT}",
+        f"-max_len={target.max_input}",
         f"-timeout={max(1, int(options.hang_seconds))}",
         f"-rss_limit_mb={options.memory_cap_mib}",
         f"-artifact_prefix={options.findings_dir}/",
@@ -387,23 +394,15 @@ def run_atheris(options: Options) -> int:
     if options.seconds:
         argv.append(f"-max_total_time={int(options.seconds)}")
     options.findings_dir.mkdir(parents=True, exist_ok=True)
-    atheris.Setup(argv, execute, custom_mutator=mutator)
+    atheris.Setup(argv, target.execute, custom_mutator=mutator)
     atheris.Fuzz()
     return 0
 
 
-def _functions_to_instrument() -> list[Callable[..., Any]]:
+def _functions_to_instrument(modules: list[ModuleType]) -> list[Callable[..., Any]]:
     """Functions and methods of the modules an input travels through.
     atheris.instrument_all() would take minutes on everything torch loads."""
-    modules = (
-        sys.modules[decode_base64_embeds.__module__],
-        zipfile,
-        pickletools,
-        torch.serialization,
-        torch._weights_only_unpickler,
-        torch._utils,
-    )
-    functions = []
+    functions: list[Callable[..., Any]] = []
     for module in modules:
         for value in vars(module).values():
             if inspect.isfunction(value) and value.__module__ == module.__name__:

@@ -292,15 +292,18 @@ BYTE_MUTATORS = (flip_bit, set_byte, set_int_field, insert_bytes, delete_range, 
 
 
 # -- mutators: zip container ----------------------------------------------------------------
-_CENTRAL = (b"PK\x01\x02", {6: 2, 8: 2, 10: 2, 16: 4, 20: 4, 24: 4, 28: 2, 30: 2, 42: 4})
+_CENTRAL = (b"PK\x01\x02", {4: 2, 6: 2, 8: 2, 10: 2, 16: 4, 20: 4, 24: 4, 28: 2, 30: 2, 36: 2, 38: 4, 42: 4})
 _LOCAL = (b"PK\x03\x04", {4: 2, 6: 2, 8: 2, 14: 4, 18: 4, 22: 4, 26: 2, 28: 2})
 _END = (b"PK\x05\x06", {8: 2, 10: 2, 12: 4, 16: 4, 20: 2})
 FLAG_VALUES = (0x01, 0x08, 0x20, 0x40, 0x800, 0x2000, 0xFFFF)
+# External attributes: MS-DOS directory, archive, read-only; a Unix directory
+# and a symlink in the high half.
+ATTRIBUTE_VALUES = (0x10, 0x20, 0x01, 0x41ED_0010, 0xA1FF_0000, 0xFFFF_FFFF)
 
 
 def tamper_header(body: bytes, rng: random.Random) -> bytes:
-    """Rewrite one field of a zip record (version, flags, method, CRC,
-    sizes, name/extra lengths, offsets) without touching the rest."""
+    """Rewrite one field of a zip record (versions, flags, method, CRC,
+    sizes, name/extra lengths, attributes, offsets) without touching the rest."""
     signature, fields = rng.choice((_CENTRAL, _LOCAL, _END))
     positions = [m.start() for m in re.finditer(re.escape(signature), body)]
     if not positions:
@@ -308,7 +311,9 @@ def tamper_header(body: bytes, rng: random.Random) -> bytes:
     start = rng.choice(positions)
     offset, width = rng.choice(list(fields.items()))
     is_flags = (signature, offset) in ((_CENTRAL[0], 8), (_LOCAL[0], 6))
-    value = rng.choice(FLAG_VALUES if is_flags else INTERESTING_INTS) % (1 << (8 * width))
+    is_attributes = (signature, offset) == (_CENTRAL[0], 38)
+    values = FLAG_VALUES if is_flags else ATTRIBUTE_VALUES if is_attributes else INTERESTING_INTS
+    value = rng.choice(values) % (1 << (8 * width))
     at = start + offset
     return body[:at] + value.to_bytes(width, "little") + body[at + width :]
 

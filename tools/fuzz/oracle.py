@@ -6,6 +6,7 @@ itself) and a body."""
 from __future__ import annotations
 
 import base64
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -116,14 +117,14 @@ def limits_for(dtype: torch.dtype) -> EmbedsLimits:
     return EmbedsLimits(hidden_size=HIDDEN, dtype=dtype, max_bytes=MAX_BYTES)
 
 
-def check_base64_contract(encoded: bytes | str, limits: EmbedsLimits) -> Outcome:
-    """Decode and validate as the model does. Contract breaches raise
-    ContractViolation; an unexpected exception escapes as it is (also a
-    finding)."""
+def instrumented(run: Callable[[], Outcome]) -> Outcome:
+    """`run()` watched by the instruments: a pickle that ran code or a sparse
+    tensor built by torch.load during it is a ContractViolation. Not
+    reentrant: the sparse count restarts at each call."""
     probe, canary_calls = sparse_probe(), len(CANARY_CALLS)
     probe.take()
     try:
-        outcome = _decode_and_validate(encoded, limits)
+        outcome = run()
     finally:
         if len(CANARY_CALLS) != canary_calls:
             raise ContractViolation("a pickle in the payload ran code")
@@ -132,13 +133,35 @@ def check_base64_contract(encoded: bytes | str, limits: EmbedsLimits) -> Outcome
     return outcome
 
 
+def check_base64_contract(encoded: bytes | str, limits: EmbedsLimits) -> Outcome:
+    """Decode and validate as the model does. Contract breaches raise
+    ContractViolation; an unexpected exception escapes as it is (also a
+    finding)."""
+    return instrumented(lambda: _decode_and_validate(encoded, limits))
+
+
 def _decode_and_validate(encoded: bytes | str, limits: EmbedsLimits) -> Outcome:
     try:
         tensor = validate_embeds(decode_base64_embeds(encoded, limits), limits)
     except RequestRejected as exc:
         return checked_rejection(exc)
     check_accepted(tensor, limits, payload_bytes=decoded_size(encoded))
+    check_deterministic(encoded, limits, tensor)
     return Outcome("accepted", tensor=tensor)
+
+
+def check_deterministic(encoded: bytes | str, limits: EmbedsLimits, tensor: torch.Tensor) -> None:
+    """An accepted payload decodes to the same tensor again: values that
+    differ between two decodes were read from memory the payload never
+    wrote (uninitialized or freed buffers)."""
+    try:
+        again = validate_embeds(decode_base64_embeds(encoded, limits), limits)
+    except RequestRejected as exc:
+        raise ContractViolation(
+            f"a payload accepted once was refused on a second decode\n{exc.message}"
+        ) from None
+    if not torch.equal(again, tensor):
+        raise ContractViolation("one payload decoded to two different tensors: values from unwritten memory")
 
 
 def check_tensor_contract(tensor: torch.Tensor, limits: EmbedsLimits) -> Outcome:
@@ -151,8 +174,8 @@ def check_tensor_contract(tensor: torch.Tensor, limits: EmbedsLimits) -> Outcome
     return Outcome("accepted", tensor=out)
 
 
-def checked_rejection(exc: RequestRejected) -> Outcome:
-    if exc.rule not in DECODE_RULES:
+def checked_rejection(exc: RequestRejected, allowed: frozenset[str] = DECODE_RULES) -> Outcome:
+    if exc.rule not in allowed:
         raise ContractViolation(f"unknown rule {exc.rule!r}: {exc.message}")
     if not exc.message.strip():
         raise ContractViolation(f"rule {exc.rule} came with an empty message")

@@ -8,7 +8,7 @@ import inspect
 from collections.abc import AsyncGenerator, Callable, Coroutine, Iterable
 from contextlib import aclosing
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, TypedDict, TypeVar
 
 from openai.types import CompletionUsage
 
@@ -21,6 +21,23 @@ from .._types import Delta, GenerateRequest
 T = TypeVar("T")
 C = TypeVar("C")
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+class GenerationParams(TypedDict, total=False):
+    """The `create` arguments completions and chat completions share."""
+
+    max_tokens: int | None
+    temperature: float | None
+    top_p: float | None
+    top_k: int | None
+    seed: int | None
+    stop: str | list[str] | None
+    presence_penalty: float | None
+    frequency_penalty: float | None
+    stream_options: dict[str, Any] | None
+    extra_body: dict[str, Any] | None
+    timeout: float | None
+
 
 # `timeout` not given: the client's own applies (None means no bound).
 NOT_GIVEN: Any = object()

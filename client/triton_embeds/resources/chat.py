@@ -13,7 +13,7 @@ import time
 import uuid
 from collections.abc import AsyncGenerator, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypedDict, overload
+from typing import Any, Literal, overload
 
 from openai.types import CompletionUsage
 from openai.types.chat import ChatCompletion, ChatCompletionChunk, ChatCompletionMessage
@@ -30,6 +30,7 @@ from .._transport import Connection
 from .._types import Delta
 from ._generation import (
     NOT_GIVEN,
+    GenerationParams,
     TokenCounts,
     call_sync,
     collect,
@@ -40,21 +41,10 @@ from ._generation import (
 )
 
 
-class ChatCompletionParams(TypedDict, total=False):
+class ChatCompletionParams(GenerationParams, total=False):
     """The arguments of `create` besides `model`, `messages` and `stream`."""
 
-    max_tokens: int | None
     max_completion_tokens: int | None
-    temperature: float | None
-    top_p: float | None
-    top_k: int | None
-    seed: int | None
-    stop: str | list[str] | None
-    presence_penalty: float | None
-    frequency_penalty: float | None
-    stream_options: dict[str, Any] | None
-    extra_body: dict[str, Any] | None
-    timeout: float | None
 
 
 class AsyncChatCompletions:

@@ -11,7 +11,7 @@ import time
 import uuid
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypedDict, overload
+from typing import Any, Literal, overload
 
 from openai.types import Completion, CompletionChoice, CompletionUsage
 from typing_extensions import Unpack
@@ -23,6 +23,7 @@ from .._transport import Connection
 from .._types import Delta
 from ._generation import (
     NOT_GIVEN,
+    GenerationParams,
     TokenCounts,
     call_sync,
     collect,
@@ -33,22 +34,11 @@ from ._generation import (
 )
 
 
-class CompletionParams(TypedDict, total=False):
+class CompletionParams(GenerationParams, total=False):
     """The arguments of `create` besides `model` and `stream`."""
 
     prompt: str | list[str] | None
     prompt_embeds: Any
-    max_tokens: int | None
-    temperature: float | None
-    top_p: float | None
-    top_k: int | None
-    seed: int | None
-    stop: str | list[str] | None
-    presence_penalty: float | None
-    frequency_penalty: float | None
-    stream_options: dict[str, Any] | None
-    extra_body: dict[str, Any] | None
-    timeout: float | None
 
 
 class AsyncCompletions:

@@ -41,6 +41,8 @@ _RESERVED_TEMPLATE_KWARGS = frozenset(
 # text parts for string-content templates; embeddings parts keep their place
 # among the text parts (vLLM's interleaved mode).
 PART_SEPARATOR = "\n"
+# No context is this long; bounds the numbers error messages print.
+_MAX_ROWS = 2**31 - 1
 
 
 @dataclass(frozen=True)
@@ -184,30 +186,48 @@ def _parse_embeds_part(part: dict[str, Any], where: str) -> EmbedsPart:
         if not isinstance(data, str) or not data:
             raise RequestRejected(Rule.BAD_MESSAGES, f"{where}.{EMBEDS_PART_DATA} must be a non-empty string")
         return EmbedsPart(where, data=data)
-    if isinstance(rows, bool) or not isinstance(rows, int) or rows < 1:
+    if isinstance(rows, bool) or not isinstance(rows, int) or not 1 <= rows <= _MAX_ROWS:
         raise RequestRejected(
-            Rule.BAD_MESSAGES, f"{where}.{EMBEDS_PART_ROWS} must be a positive integer, got {_show(rows)}"
+            Rule.BAD_MESSAGES,
+            f"{where}.{EMBEDS_PART_ROWS} must be a positive integer below 2**31, got {_show(rows)}",
         )
     return EmbedsPart(where, rows=rows)
 
 
-def _check_text(text: str, where: str) -> None:
+def _check_text(text: str, where: str, rule: str = Rule.BAD_MESSAGES) -> None:
     if EMBEDS_PLACEHOLDER in text:
         raise RequestRejected(
             Rule.RESERVED_PLACEHOLDER,
             f"{where} contains {EMBEDS_PLACEHOLDER!r}, reserved to mark where embeddings parts go",
         )
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        # JSON's "\ud800" escapes decode to lone surrogates, which no
+        # tokenizer can encode.
+        raise RequestRejected(rule, f"{where} holds a lone UTF-16 surrogate: not text") from None
+
+
+def _check_values(value: Any, where: str) -> None:
+    """Every string in chat_template_kwargs, keys included, as text is
+    checked. Walked with a stack, not recursion: JSON nesting that json.loads
+    accepts must not exhaust the interpreter's recursion limit here."""
+    pending = [(value, where)]
+    while pending:
+        item, place = pending.pop()
+        if isinstance(item, str):
+            _check_text(item, place, Rule.BAD_CHAT_PARAMETERS)
+        elif isinstance(item, dict):
+            for key, inner in item.items():
+                _check_text(key, place, Rule.BAD_CHAT_PARAMETERS)
+                pending.append((inner, f"{place}.{key}"))
+        elif isinstance(item, list):
+            pending.extend((inner, f"{place}[{i}]") for i, inner in enumerate(item))
 
 
 def parse_chat_parameters(text: str | None) -> ChatParameters:
     if not text:
         return ChatParameters()
-    if EMBEDS_PLACEHOLDER in text:
-        raise RequestRejected(
-            Rule.RESERVED_PLACEHOLDER,
-            f"{CHAT_PARAMETERS_INPUT} contains {EMBEDS_PLACEHOLDER!r}, reserved to mark where embeddings "
-            f"parts go",
-        )
     raw = _load_json(text, CHAT_PARAMETERS_INPUT, Rule.BAD_CHAT_PARAMETERS)
     if not isinstance(raw, dict):
         raise RequestRejected(Rule.BAD_CHAT_PARAMETERS, f"{CHAT_PARAMETERS_INPUT} must be a JSON object")
@@ -225,6 +245,7 @@ def parse_chat_parameters(text: str | None) -> ChatParameters:
     kwargs = {} if kwargs is None else kwargs
     if not isinstance(kwargs, dict):
         raise RequestRejected(Rule.BAD_CHAT_PARAMETERS, "chat_template_kwargs must be a JSON object")
+    _check_values(kwargs, "chat_template_kwargs")
     reserved = sorted(_RESERVED_TEMPLATE_KWARGS & set(kwargs))
     if reserved:
         raise RequestRejected(
@@ -241,6 +262,12 @@ def parse_chat_parameters(text: str | None) -> ChatParameters:
             "continue_final_message continues the last message, so it needs add_generation_prompt: false",
         )
     return parameters
+
+
+def template_role(role: str, template: str) -> str:
+    """OpenAI's "developer" role is the newer name of "system": a template
+    that does not know it gets "system", as vLLM does."""
+    return "system" if role == "developer" and "developer" not in template else role
 
 
 def message_text(message: ChatMessage, placeholder: str) -> str:

@@ -20,11 +20,14 @@ from typing import Any
 
 import torch
 
-from .chat_messages import ChatParameters, Conversation, EmbedsPart, message_text
+from .chat_messages import ChatParameters, Conversation, EmbedsPart, message_text, template_role
 from .contract import EMBEDS_PLACEHOLDER, Rule
 from .embeds import EmbedsLimits, decode_base64_embeds, validate_embeds
 from .errors import RequestRejected
 from .prompts import check_context_length
+
+# 256 MiB: 16k positions at hidden 8192 in bf16.
+DEFAULT_MAX_MIXED_BYTES = 256 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,9 @@ class ChatTemplating:
     # The id the placeholder tokenizes to; None when the tokenizer has none
     # (embeddings disabled, or a tokenizer that cannot take special tokens).
     placeholder_id: int | None
+    # Whether the template reads content as a list of {"type": "text"} parts
+    # (OpenAI's form) rather than as one string; see content_as_parts().
+    parts_content: bool = False
 
 
 def build_chat_prompt(
@@ -45,6 +51,7 @@ def build_chat_prompt(
     limits: EmbedsLimits,
     max_tokens: int,
     max_model_len: int,
+    max_mixed_bytes: int = DEFAULT_MAX_MIXED_BYTES,
 ) -> dict[str, Any]:
     parts = conversation.embeds_parts
     if parts and templating.placeholder_id is None:
@@ -60,14 +67,28 @@ def build_chat_prompt(
     if len(positions) != len(parts):
         raise RequestRejected(
             Rule.CHAT_TEMPLATE_FAILED,
-            f"the chat template kept {len(positions)} of the {len(parts)} embeddings parts; "
-            f"it must render each message's content once",
+            f"the rendered prompt has {len(positions)} places for {len(parts)} embeddings parts; the "
+            f"chat template must render each message's content exactly once",
         )
     total = len(token_ids) - len(parts) + sum(int(t.shape[0]) for t in tensors)
     check_context_length(total, max_tokens, max_model_len)
     if not parts:
         return {"prompt_token_ids": token_ids}
+    check_mixed_size(total, limits, max_mixed_bytes)
     return mixed_prompt(token_ids, positions, tensors, limits.dtype)
+
+
+def check_mixed_size(positions: int, limits: EmbedsLimits, max_mixed_bytes: int) -> None:
+    """vLLM's mixed prompt holds a row for every position, template tokens
+    included: bounded before it is allocated, so a long text beside a tiny
+    part cannot make the model allocate far more than the request carried."""
+    size = positions * limits.hidden_size * limits.dtype.itemsize
+    if size > max_mixed_bytes:
+        raise RequestRejected(
+            Rule.CHAT_LIMIT,
+            f"a prompt of {positions} positions with embeddings parts takes {size} bytes of rows, over "
+            f"this model's limit of {max_mixed_bytes} (max_mixed_embeds_bytes)",
+        )
 
 
 def render_template(conversation: Conversation, templating: ChatTemplating) -> str:
@@ -79,7 +100,11 @@ def render_template(conversation: Conversation, templating: ChatTemplating) -> s
         )
     messages = []
     for message in conversation.messages:
-        entry = {"role": message.role, "content": message_text(message, EMBEDS_PLACEHOLDER)}
+        text = message_text(message, EMBEDS_PLACEHOLDER)
+        entry: dict[str, Any] = {
+            "role": template_role(message.role, templating.template or ""),
+            "content": [{"type": "text", "text": text}] if templating.parts_content else text,
+        }
         if message.name is not None:
             entry["name"] = message.name
         messages.append(entry)
@@ -101,6 +126,29 @@ def render_template(conversation: Conversation, templating: ChatTemplating) -> s
     if not isinstance(rendered, str):
         raise RequestRejected(Rule.CHAT_TEMPLATE_FAILED, "the chat template did not render to text")
     return rendered
+
+
+_PROBE = "Probe text 8c1f"
+
+
+def content_as_parts(tokenizer: Any, template: str | None) -> bool:
+    """Whether `template` renders content only when given as a list of text
+    parts (templates that loop over message["content"]), as vLLM's content
+    format detection decides. Told by rendering a probe both ways: a template
+    that drops string content but renders parts takes parts."""
+    if not template:
+        return False
+
+    def renders(content: Any) -> bool:
+        try:
+            text = tokenizer.apply_chat_template(
+                [{"role": "user", "content": content}], chat_template=template, tokenize=False
+            )
+        except Exception:  # noqa: BLE001 - a template that refuses the probe: no evidence either way
+            return False
+        return isinstance(text, str) and _PROBE in text
+
+    return not renders(_PROBE) and renders([{"type": "text", "text": _PROBE}])
 
 
 def resolve_parts(

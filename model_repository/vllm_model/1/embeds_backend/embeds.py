@@ -56,6 +56,8 @@ _SPARSE_MARKERS = ("_rebuild_sparse", "torch.sparse ")
 # Encrypted, compressed-patched and strongly encrypted members: torch.save
 # never writes them and zipfile refuses to read them.
 _UNREADABLE_ZIP_FLAGS = 0x01 | 0x20 | 0x40
+# MS-DOS directory attribute in a member's external attributes.
+_DIRECTORY_ATTRIBUTE = 0x10
 
 
 @dataclass(frozen=True)
@@ -123,6 +125,12 @@ def _describe_zip(raw: bytes) -> str | None:
     if len(set(names)) != len(names):
         return "a zip archive with duplicate member names"
     for member in members:
+        # torch's zip reader returns success for a member marked as a
+        # directory without filling the buffer it allocated: the tensor
+        # would hold whatever was in the server's memory. torch.save writes
+        # no attributes at all.
+        if member.is_dir() or member.external_attr & _DIRECTORY_ATTRIBUTE:
+            return f"a zip archive whose member {member.filename} is marked as a directory"
         if member.compress_type != zipfile.ZIP_STORED:
             return f"a zip archive with a compressed member ({member.filename})"
         if member.flag_bits & _UNREADABLE_ZIP_FLAGS:

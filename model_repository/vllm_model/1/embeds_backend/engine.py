@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from .chat_prompt import ChatTemplating
+from .chat_prompt import ChatTemplating, content_as_parts
 from .contract import EMBEDS_PLACEHOLDER
 
 
@@ -62,7 +62,8 @@ class EngineBridge:
         if embeds_enabled:
             ids = tokenizer.encode(EMBEDS_PLACEHOLDER, add_special_tokens=False)
             placeholder_id = ids[0] if len(ids) == 1 else None
-        return ChatTemplating(tokenizer, template if isinstance(template, str) else None, placeholder_id)
+        template = template if isinstance(template, str) else None
+        return ChatTemplating(tokenizer, template, placeholder_id, content_as_parts(tokenizer, template))
 
     @property
     def facts(self) -> ModelFacts:

@@ -137,6 +137,7 @@ class RequestHandler:
             self._limits,
             parsed.max_tokens,
             self._engine.max_model_len,
+            self._settings.max_mixed_embeds_bytes,
         )
 
     async def _generate(self, parsed: ParsedRequest, engine_input: Any, sender: Any, arrival: float) -> None:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .chat_prompt import DEFAULT_MAX_MIXED_BYTES
 from .embeds import DEFAULT_MAX_EMBEDS_BYTES
 
 # Engine defaults this backend needs unless model.json says otherwise:
@@ -34,6 +35,9 @@ class BackendSettings:
     max_messages_bytes: int = 16 * 1024 * 1024
     max_chat_messages: int = 256
     max_chat_parts: int = 256
+    # The rows of a prompt mixing template tokens and embeddings parts: vLLM
+    # takes one row per position.
+    max_mixed_embeds_bytes: int = DEFAULT_MAX_MIXED_BYTES
 
 
 @dataclass(frozen=True)
@@ -47,19 +51,25 @@ class ModelFile:
 
 
 def load_model_file(model_json: Path, repository_root: Path) -> ModelFile:
-    """`chat_template` may be the template itself or a file path (relative
-    paths from model.json's directory, then the project root)."""
+    """`chat_template` is the template itself (Jinja: it has a "{") or a
+    file path, relative to model.json's directory or else the project root."""
     args = load_engine_args(model_json, repository_root)
     template = args.pop("chat_template", None)
     if template is not None:
         if not isinstance(template, str) or not template:
             raise ValueError(f"{model_json}: chat_template must be Jinja text or a file path")
-        for base in (model_json.parent, repository_root):
-            candidate = base / template
-            if len(template) < 4096 and "\n" not in template and candidate.is_file():
-                template = candidate.read_text()
-                break
+        if "{" not in template:
+            template = _read_template(template, (model_json.parent, repository_root), model_json)
     return ModelFile(args, template)
+
+
+def _read_template(path: str, bases: tuple[Path, ...], model_json: Path) -> str:
+    for base in bases:
+        candidate = base / path
+        if candidate.is_file():
+            return candidate.read_text()
+    searched = ", ".join(str(base) for base in bases)
+    raise ValueError(f"{model_json}: chat_template file {path!r} not found (looked in {searched})")
 
 
 def load_engine_args(model_json: Path, repository_root: Path) -> dict[str, Any]:
@@ -93,4 +103,5 @@ def load_backend_settings(model_config: Mapping[str, Any]) -> BackendSettings:
         max_messages_bytes=int(params.get("max_messages_bytes") or defaults.max_messages_bytes),
         max_chat_messages=int(params.get("max_chat_messages") or defaults.max_chat_messages),
         max_chat_parts=int(params.get("max_chat_parts") or defaults.max_chat_parts),
+        max_mixed_embeds_bytes=int(params.get("max_mixed_embeds_bytes") or defaults.max_mixed_embeds_bytes),
     )
