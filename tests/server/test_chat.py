@@ -20,6 +20,7 @@ from tools.payloads import torch_b64
 from tools.server.repository import TINY_CHAT_TEMPLATE
 from triton_embeds import AsyncClient, Client
 from triton_embeds._text_embeddings import text_to_embeddings
+from triton_embeds.cli import main as cli_main
 from triton_embeds.protocol import INPUT_TOKENS_OUTPUT, TEXT_OUTPUT
 
 GREEDY = {"temperature": 0, "max_tokens": 16}
@@ -228,3 +229,16 @@ def test_async_client_chat_streams_chunks_and_usage(grpc_url, question_rows, tex
     assert chunks[0].choices[0].delta.role == "assistant"
     assert content == text_chat.text
     assert chunks[-1].choices == [] and chunks[-1].usage.prompt_tokens == text_chat.prompt_tokens
+
+
+def test_cli_chat_mode(grpc_url, text_chat, capsys):
+    code = cli_main(
+        [
+            "--url", grpc_url, "--model", "smollm2", "--chat", "--system", SYSTEM,
+            "--max-tokens", str(GREEDY["max_tokens"]), "--temperature", "0", QUESTION,
+        ]
+    )  # fmt: skip
+    out, err = capsys.readouterr()
+    assert code == 0
+    assert out == text_chat.text + "\n"
+    assert f"[{text_chat.prompt_tokens} prompt + {text_chat.completion_tokens} completion tokens]" in err

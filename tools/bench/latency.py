@@ -66,7 +66,7 @@ def run(grpc_url: str, model: str, hidden: int, requests: int, max_tokens: int, 
         return [conversation[0], {"role": "user", "content": [part]}]
 
     whole = whole_prompt_embeds(
-        tokenizer, tokenizer_dir, chat_with({"type": "text", "text": "<rows>"}), embeds
+        tokenizer, tokenizer_dir, [conversation[0], {"role": "user", "content": "<rows>"}], embeds
     )
 
     cases = {
