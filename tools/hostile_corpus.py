@@ -665,14 +665,18 @@ def sampling_cases() -> list[HostileCase]:
     return [
         HostileCase("sampling_not_json", text_with("{max_tokens: 8"), "bad_sampling", "not valid JSON"),
         HostileCase(
+            "sampling_absurd_top_logprobs",
+            text_with({"logprobs": 10**9}),
+            "bad_sampling",
+            "logprobs=1000000000 must be between 0 and 20",
+        ),
+        HostileCase(
             "sampling_json_list", text_with("[1, 2]"), "bad_sampling", "must be a JSON object, got list"
         ),
         HostileCase(
             "sampling_unknown_key", text_with({"max_tokenz": 8}), "bad_sampling", "unknown sampling parameter"
         ),
-        HostileCase(
-            "sampling_n_many", text_with({"n": 1000}), "bad_sampling", "unknown sampling parameter 'n'"
-        ),
+        HostileCase("sampling_n_many", text_with({"n": 1000}), "bad_sampling", "n=1000 is not supported"),
         HostileCase(
             "sampling_negative_temperature",
             text_with({"temperature": -1}),

@@ -9,6 +9,7 @@ import queue
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import tritonclient.grpc as grpcclient
@@ -46,6 +47,7 @@ def make_inputs(
     exclude_input: bool | None = None,
     messages: list | str | bytes | None = None,
     chat_parameters: dict | str | None = None,
+    returns: tuple[str, ...] = (),
 ) -> dict[str, np.ndarray]:
     """Inputs of one request; JSON inputs may be given as objects."""
     inputs: dict[str, np.ndarray] = {}
@@ -69,6 +71,8 @@ def make_inputs(
         inputs[CHAT_PARAMETERS_INPUT] = string_array(
             chat_parameters if isinstance(chat_parameters, str) else json.dumps(chat_parameters)
         )
+    for name in returns:  # the return_* inputs of Triton's vLLM backend
+        inputs[name] = np.array([True])
     return inputs
 
 
@@ -82,6 +86,8 @@ class Result:
     error_status: str | None = None
     final_flags: int = 0
     output_names: list[set[str]] = field(default_factory=list)  # per response with text
+    # Every output of every response with data, name -> its first element.
+    outputs: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def text(self) -> str:
@@ -149,6 +155,7 @@ def _collect(responses: queue.Queue, timeout_s: float, first: tuple | None = Non
             return result
         text = response.as_numpy(TEXT_OUTPUT)
         if text is not None:
+            result.outputs.append(_output_values(response))
             result.chunks.append(text[0].decode())
             result.output_names.append({output.name for output in response.get_response().outputs})
         finish_reason = response.as_numpy(FINISH_REASON_OUTPUT)
@@ -159,6 +166,14 @@ def _collect(responses: queue.Queue, timeout_s: float, first: tuple | None = Non
         if response.get_response().parameters["triton_final_response"].bool_param:
             result.final_flags += 1
             return result
+
+
+def _output_values(response: Any) -> dict[str, Any]:
+    values = {}
+    for output in response.get_response().outputs:
+        value = response.as_numpy(output.name).reshape(-1)[0]
+        values[output.name] = value.decode() if isinstance(value, bytes) else value.item()
+    return values
 
 
 def http_body(inputs: dict[str, np.ndarray]) -> dict | None:

@@ -55,18 +55,19 @@ async def build_requests(
     stream: bool,
     embeds_transport: EmbedsTransport,
     model_inputs: Callable[[], Awaitable[Collection[str]]],
+    return_logprobs: bool = False,
 ) -> list[GenerateRequest]:
     """Embeddings take precedence over text, as in Dynamo; the text is then
     not sent at all, so it never reaches the server."""
     if prompt_embeds is None:
         return [
-            GenerateRequest(index, sampling, stream, text=text)
+            GenerateRequest(index, sampling, stream, text=text, return_logprobs=return_logprobs)
             for index, text in enumerate(text_prompts(prompt))
         ]
     requests = []
     for index, item in enumerate(split_prompt_embeds(prompt_embeds)):
         fields = await _embeds_fields(item, embeds_transport, model_inputs)
-        requests.append(GenerateRequest(index, sampling, stream, **fields))
+        requests.append(GenerateRequest(index, sampling, stream, return_logprobs=return_logprobs, **fields))
     return requests
 
 
@@ -91,6 +92,7 @@ async def build_chat_request(
     stream: bool,
     embeds_transport: EmbedsTransport,
     model_inputs: Callable[[], Awaitable[Collection[str]]],
+    return_logprobs: bool = False,
 ) -> GenerateRequest:
     """One conversation; `chat_parameters` is left out when empty, so the
     model's defaults apply."""
@@ -102,4 +104,5 @@ async def build_chat_request(
         messages=encoded.messages,
         chat_parameters=json.dumps(chat_parameters) if chat_parameters else None,
         embeds_tensor=encoded.embeds_tensor,
+        return_logprobs=return_logprobs,
     )

@@ -30,12 +30,15 @@ from ._errors import (
     NotFoundError,
     error_from_message,
 )
-from ._types import Delta, GenerateRequest, TensorPayload
+from ._logprobs import parse_logprobs
+from ._types import Delta, GenerateRequest, TensorPayload, TokenLogprobs
 from .protocol import (
     EXCLUDE_INPUT,
     FINISH_REASON_OUTPUT,
     INPUT_TOKENS_OUTPUT,
+    LOGPROBS_OUTPUT,
     OUTPUT_TOKENS_OUTPUT,
+    RETURN_LOGPROBS_INPUT,
     SAMPLING_INPUT,
     STREAM_INPUT,
     TEXT_OUTPUT,
@@ -91,13 +94,14 @@ class GrpcTransport:
     async def generate(self, model: str, requests: list[GenerateRequest]) -> AsyncGenerator[Delta, None]:
         """Deltas of every request, interleaved, until each sent its final flag."""
         messages = [_infer_request(model, request) for request in requests]
+        logprobs = any(request.return_logprobs for request in requests)
         call = self._service().ModelStreamInfer(iter(messages))
         unfinished = len(messages)
         try:
             async for response in call:
                 if response.error_message:
                     raise error_from_message(response.error_message)
-                delta, final = _parse_response(response.infer_response)
+                delta, final = _parse_response(response.infer_response, logprobs)
                 if delta is not None:
                     yield delta
                 unfinished -= final
@@ -145,6 +149,8 @@ def _inputs(request: GenerateRequest) -> Iterator[_Input]:
     yield _string(SAMPLING_INPUT, json.dumps(request.sampling))
     yield _bool(STREAM_INPUT, request.stream)
     yield _bool(EXCLUDE_INPUT, True)  # neither API echoes the prompt (chat never does)
+    if request.return_logprobs:
+        yield _bool(RETURN_LOGPROBS_INPUT, True)
     for name, value in request.prompt_inputs():
         if isinstance(value, TensorPayload):
             yield name, value.datatype, value.shape, value.data
@@ -160,7 +166,9 @@ def _bool(name: str, value: bool) -> _Input:
     return name, "BOOL", (1,), bool_element(value)
 
 
-def _parse_response(response: Any) -> tuple[Delta | None, bool]:
+def _parse_response(response: Any, logprobs: bool = False) -> tuple[Delta | None, bool]:
+    """The delta of one response and whether it was the request's last;
+    `logprobs`: whether a request of the call asked for them."""
     parameters = response.parameters
     final = "triton_final_response" in parameters and parameters["triton_final_response"].bool_param
     result = InferResult(response)
@@ -168,14 +176,21 @@ def _parse_response(response: Any) -> tuple[Delta | None, bool]:
     if text is None:  # the flags-only final response
         return None, final
     index, text = int(response.id or 0), text.reshape(-1)[0].decode("utf-8")
+    entries = _logprobs(result) if logprobs else None
     finish_reason = result.as_numpy(FINISH_REASON_OUTPUT)
-    if finish_reason is None:  # a streamed response before the last: text only
-        return Delta(index, text), final
+    if finish_reason is None:  # a streamed response before the last: text (and logprobs) only
+        return Delta(index, text, logprobs=entries), final
     delta = Delta(
         index=index,
         text=text,
         finish_reason=finish_reason.reshape(-1)[0].decode() or None,
         prompt_tokens=int(result.as_numpy(INPUT_TOKENS_OUTPUT).reshape(-1)[0]),
         completion_tokens=int(result.as_numpy(OUTPUT_TOKENS_OUTPUT).reshape(-1)[0]),
+        logprobs=entries,
     )
     return delta, final
+
+
+def _logprobs(result: InferResult) -> list[TokenLogprobs] | None:
+    raw = result.as_numpy(LOGPROBS_OUTPUT)
+    return None if raw is None else parse_logprobs(raw.reshape(-1)[0])

@@ -33,12 +33,15 @@ from ._errors import (
     error_from_http_status,
     error_from_message,
 )
+from ._logprobs import parse_logprobs
 from ._types import Delta, GenerateRequest
 from .protocol import (
     EXCLUDE_INPUT,
     FINISH_REASON_OUTPUT,
     INPUT_TOKENS_OUTPUT,
+    LOGPROBS_OUTPUT,
     OUTPUT_TOKENS_OUTPUT,
+    RETURN_LOGPROBS_INPUT,
     SAMPLING_INPUT,
     STREAM_INPUT,
     TEXT_OUTPUT,
@@ -97,7 +100,7 @@ class HttpTransport:
             response = await self._http().post(url, json=_body(request))
             try:
                 async for event in _events(response):
-                    yield _delta(request.index, event)
+                    yield _delta(request.index, event, request.return_logprobs)
             except BaseException:
                 response.close()  # drop the connection: the server cancels the request
                 raise
@@ -139,6 +142,8 @@ def _body(request: GenerateRequest) -> dict[str, Any]:
         STREAM_INPUT: True,  # see the module docstring: cancellation needs it
         EXCLUDE_INPUT: True,  # neither API echoes the prompt (chat never does)
     }
+    if request.return_logprobs:
+        body[RETURN_LOGPROBS_INPUT] = True
     for name, value in request.prompt_inputs():
         if not isinstance(value, str):
             raise ValueError("raw embeddings tensors cannot travel over HTTP; use base64")
@@ -176,13 +181,17 @@ def _message(event: dict[str, Any], content: bytes) -> str:
     return str(event.get("error") or fallback or "no error message")
 
 
-def _delta(index: int, event: dict[str, Any]) -> Delta:
+def _delta(index: int, event: dict[str, Any], logprobs: bool = False) -> Delta:
+    """One event's delta; `logprobs`: whether the request asked for them
+    (the output, a BYTES tensor, comes as its JSON text)."""
+    raw = event.get(LOGPROBS_OUTPUT) if logprobs else None
     return Delta(
         index=index,
         text=str(event.get(TEXT_OUTPUT, "")),
         finish_reason=event.get(FINISH_REASON_OUTPUT) or None,
         prompt_tokens=_optional_int(event.get(INPUT_TOKENS_OUTPUT)),
         completion_tokens=_optional_int(event.get(OUTPUT_TOKENS_OUTPUT)),
+        logprobs=None if raw is None else parse_logprobs(raw),
     )
 
 

@@ -16,6 +16,11 @@ from openai.types import Model
 
 from .protocol import CHAT_PARAMETERS_INPUT, EMBEDS_BASE64_INPUT, MESSAGES_INPUT, TEXT_INPUT
 
+# One generated token's entry of the model's `logprobs` output: token id (a
+# string, as JSON keys are) to its "logprob", "rank" and "decoded_token", the
+# chosen token first, then its top alternatives.
+TokenLogprobs = dict[str, dict[str, Any]]
+
 
 @dataclass(frozen=True)
 class TensorPayload:
@@ -36,6 +41,8 @@ class GenerateRequest:
     are sent so the raw text never reaches the server. A conversation is
     `messages` (its JSON) with optional `chat_parameters` (JSON), and
     `embeds_tensor` then holds the rows its "rows" parts take.
+    `return_logprobs` asks for the model's per-token logprobs output (the
+    sampling parameters then say how many alternatives).
     """
 
     index: int
@@ -46,6 +53,7 @@ class GenerateRequest:
     embeds_base64: str | None = None
     messages: str | None = None
     chat_parameters: str | None = None
+    return_logprobs: bool = False
 
     def prompt_inputs(self) -> list[tuple[str, str | TensorPayload]]:
         """The inputs that carry the prompt, by Triton input name: strings
@@ -67,13 +75,16 @@ class GenerateRequest:
 @dataclass(frozen=True)
 class Delta:
     """One response of the model: new text and, on a prompt's last response,
-    its finish reason and token counts (None on the streamed ones before)."""
+    its finish reason and token counts (None on the streamed ones before).
+    `logprobs` has an entry per token new in this response when the request
+    asked for them, else None."""
 
     index: int
     text: str
     finish_reason: str | None = None
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
+    logprobs: list[TokenLogprobs] | None = None
 
 
 @dataclass

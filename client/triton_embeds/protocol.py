@@ -25,6 +25,11 @@ SAMPLING_INPUT: Final = "sampling_parameters"
 EXCLUDE_INPUT: Final = "exclude_input_in_output"
 MESSAGES_INPUT: Final = "messages"
 CHAT_PARAMETERS_INPUT: Final = "chat_parameters"
+RETURN_FINISH_REASON_INPUT: Final = "return_finish_reason"
+RETURN_CUMULATIVE_LOGPROB_INPUT: Final = "return_cumulative_logprob"
+RETURN_LOGPROBS_INPUT: Final = "return_logprobs"
+RETURN_NUM_INPUT_TOKENS_INPUT: Final = "return_num_input_tokens"
+RETURN_NUM_OUTPUT_TOKENS_INPUT: Final = "return_num_output_tokens"
 
 # Raw-tensor embeddings inputs and the Triton datatype each carries.
 EMBEDS_TENSOR_DATATYPES: Final = {
@@ -47,6 +52,8 @@ TEXT_OUTPUT: Final = "text_output"
 FINISH_REASON_OUTPUT: Final = "finish_reason"
 INPUT_TOKENS_OUTPUT: Final = "num_input_tokens"
 OUTPUT_TOKENS_OUTPUT: Final = "num_output_tokens"
+LOGPROBS_OUTPUT: Final = "logprobs"
+CUMULATIVE_LOGPROB_OUTPUT: Final = "cumulative_logprob"
 # A streamed response before a request's last carries only the text.
 FINAL_OUTPUTS: Final = (TEXT_OUTPUT, FINISH_REASON_OUTPUT, INPUT_TOKENS_OUTPUT, OUTPUT_TOKENS_OUTPUT)
 

@@ -7,6 +7,8 @@ from typing import Any
 
 from openai.types import Completion
 from openai.types.chat import ChatCompletion, ChatCompletionChunk, ChatCompletionMessageParam
+from openai.types.chat.chat_completion import ChoiceLogprobs
+from openai.types.completion_choice import Logprobs
 from typing_extensions import assert_type
 
 from triton_embeds import AsyncClient, AsyncStream, Client, Stream
@@ -33,6 +35,17 @@ def sync_chat_calls(client: Client, flag: bool, typed: list[ChatCompletionMessag
     assert_type(
         chat.create(model="m", messages=MESSAGES, stream=flag), ChatCompletion | Stream[ChatCompletionChunk]
     )
+
+
+def logprobs_calls(client: Client) -> None:
+    completion = client.completions.create(model="m", prompt="hi", logprobs=2, n=1)
+    assert_type(completion.choices[0].logprobs, Logprobs | None)
+    chat = client.chat.completions
+    answer = chat.create(model="m", messages=MESSAGES, logprobs=True, top_logprobs=2)
+    assert_type(answer.choices[0].logprobs, ChoiceLogprobs | None)
+    stream = chat.create(model="m", messages=MESSAGES, stream=True, logprobs=True)
+    assert_type(stream, Stream[ChatCompletionChunk])
+    chat.create(model="m", messages=MESSAGES, logprobs=2)  # type: ignore[call-overload]  # a bool in chat
 
 
 async def async_calls(client: AsyncClient) -> None:

@@ -101,7 +101,7 @@ class InferenceResponse:
         values = {}
         for tensor in self._tensors:
             value = tensor.as_numpy().reshape(-1)[0]
-            values[tensor.name()] = value.decode() if isinstance(value, bytes) else int(value)
+            values[tensor.name()] = value.decode() if isinstance(value, bytes) else value.item()
         return values
 
 

@@ -6,6 +6,8 @@ trip, which makes every interleaving below deterministic."""
 
 from __future__ import annotations
 
+import json
+import math
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -16,7 +18,8 @@ import triton_python_backend_utils as pb_utils
 
 from embeds_backend.contract import FINAL_OUTPUTS, TEXT_OUTPUT
 from embeds_backend.metrics import ModelMetrics
-from embeds_backend.triton_io import ClientStream, ResponseSender, Usage, internal_error
+from embeds_backend.request_parsing import ExtraOutputs
+from embeds_backend.triton_io import ClientStream, ResponseSender, StepOutputs, Usage, internal_error
 
 FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
 USAGE = Usage(prompt_tokens=4, completion_tokens=1)
@@ -351,3 +354,82 @@ def test_cancellation_checks_racing_the_final_send_never_reach_a_freed_request()
         checks += request.checks
     assert misuses == []
     assert checks > 0  # the checks did run alongside the sends
+
+
+# -- Triton's vLLM backend's extra outputs -------------------------------------------------
+
+EVERY_EXTRA = ExtraOutputs(
+    finish_reason=True, num_input_tokens=True, num_output_tokens=True, logprobs=True, cumulative_logprob=True
+)
+
+
+def logprob(token_id: int, value: float) -> dict[int, dict[str, Any]]:
+    return {token_id: {"logprob": value, "rank": 1, "decoded_token": str(token_id)}}
+
+
+def test_requested_extras_go_on_every_response_with_the_backends_meaning(make_responses):
+    responses = make_responses()
+    stream = client("a")
+    responses.stream(
+        stream, "Hel", None, Usage(4, 1), False, EVERY_EXTRA, StepOutputs(1, [logprob(7, -0.5)], -0.5)
+    )
+    flush(responses)
+    responses.stream(
+        stream, "lo", "length", Usage(4, 2), True, EVERY_EXTRA, StepOutputs(1, [logprob(9, -1.0)], -1.5)
+    )
+    assert sender_of(stream).wait_final()
+    (first, first_flags), (last, last_flags) = sender_of(stream).sent
+    assert (first_flags, last_flags) == (0, FINAL)
+    assert outputs(first) == {
+        "text_output": "Hel",
+        "finish_reason": "None",  # as the backend sends it before the end
+        "num_input_tokens": 4,
+        "num_output_tokens": 1,
+        "logprobs": json.dumps([logprob(7, -0.5)]),
+        "cumulative_logprob": -0.5,
+    }
+    # The last counts its own tokens, not the total, as the backend's does.
+    assert outputs(last)["num_output_tokens"] == 1
+    assert outputs(last)["finish_reason"] == "length"
+    assert json.loads(outputs(last)["logprobs"]) == [
+        {"9": {"logprob": -1.0, "rank": 1, "decoded_token": "9"}}
+    ]
+
+
+def test_merged_steps_add_their_tokens_and_logprobs(make_responses):
+    responses = make_responses()
+    plug = blocked_plug(responses, [])
+    stream = client("a")
+    only_counts = ExtraOutputs(num_output_tokens=True, logprobs=True, cumulative_logprob=True)
+    responses.stream(
+        stream, "a", None, Usage(4, 1), False, only_counts, StepOutputs(1, [logprob(1, -0.1)], -0.1)
+    )
+    responses.stream(
+        stream, "b", None, Usage(4, 3), False, only_counts, StepOutputs(2, [logprob(2, -0.2)], -0.3)
+    )
+    sender_of(plug).release.set()
+    flush(responses)
+    [(response, _)] = sender_of(stream).sent
+    values = outputs(response)
+    assert set(values) == {"text_output", "num_output_tokens", "logprobs", "cumulative_logprob"}
+    assert values["num_output_tokens"] == 3
+    assert len(json.loads(values["logprobs"])) == 2
+    assert values["cumulative_logprob"] == pytest.approx(-0.3)
+
+
+def test_logprobs_asked_for_without_the_sampling_key_are_null(make_responses):
+    responses = make_responses()
+    stream = client("a")
+    responses.stream(
+        stream,
+        "x",
+        "stop",
+        Usage(2, 1),
+        True,
+        ExtraOutputs(logprobs=True, cumulative_logprob=True),
+        StepOutputs(1),
+    )
+    assert sender_of(stream).wait_final()
+    [(response, _)] = sender_of(stream).sent
+    assert outputs(response)["logprobs"] == "null"
+    assert math.isnan(outputs(response)["cumulative_logprob"])

@@ -119,6 +119,13 @@ def test_sampling_defaults_and_string_values():
     assert parsed == {"temperature": 0.5, "max_tokens": 8, "ignore_eos": True}
 
 
+def test_the_backends_clients_keys_are_accepted():
+    """Triton's vLLM backend clients and its OpenAI frontend send n=1, and
+    logprobs (with return_logprobs)."""
+    params = parse_sampling_parameters('{"n": "1", "logprobs": 5, "temperature": "0"}')
+    assert params == {"n": 1, "logprobs": 5, "temperature": 0.0, "max_tokens": 16}
+
+
 @pytest.mark.parametrize(
     "text, fragment",
     [
@@ -128,7 +135,10 @@ def test_sampling_defaults_and_string_values():
         ('{"max_tokens": 2.5}', "expected an integer"),
         ('{"min_tokens": 9, "max_tokens": 8}', "exceeds"),
         ("[1, 2]", "must be a JSON object"),
-        ('{"n": 2}', "unknown sampling parameter 'n'"),
+        ('{"n": 2}', "n=2 is not supported: this model returns one sequence per request (n=1)"),
+        ('{"best_of": 2}', "unknown sampling parameter 'best_of'"),
+        ('{"logprobs": 21}', "logprobs=21 must be between 0 and 20"),
+        ('{"logprobs": -1}', "logprobs=-1 must be between 0 and 20"),
     ],
 )
 def test_sampling_rejections(text, fragment):

@@ -1,6 +1,6 @@
 """What the completions and chat resources share: a call's run under its
-deadline, token usage, joining deltas into whole texts, streamed chunks,
-and the synchronous face of an async `create`."""
+deadline, token usage, joining deltas into whole answers (texts and their
+logprobs), streamed chunks, and the synchronous face of an async `create`."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from .._concurrency import LoopThread, with_deadline
 from .._errors import InternalServerError
 from .._streaming import AsyncStream, Stream
 from .._transport import Connection
-from .._types import Delta, GenerateRequest
+from .._types import Delta, GenerateRequest, TokenLogprobs
 
 T = TypeVar("T")
 C = TypeVar("C")
@@ -34,6 +34,7 @@ class GenerationParams(TypedDict, total=False):
     stop: str | list[str] | None
     presence_penalty: float | None
     frequency_penalty: float | None
+    n: int | None
     stream_options: dict[str, Any] | None
     extra_body: dict[str, Any] | None
     timeout: float | None
@@ -73,22 +74,33 @@ class TokenCounts:
         )
 
 
-async def collect(
-    deltas: AsyncGenerator[Delta, None], count: int, tokens: TokenCounts
-) -> list[tuple[str, str]]:
-    """(whole text, finish reason) of each of `count` prompts, by index."""
+@dataclass(frozen=True)
+class Answer:
+    """One prompt's whole answer; `logprobs` has an entry per generated
+    token when the call asked for them, else none."""
+
+    text: str
+    finish_reason: str
+    logprobs: list[TokenLogprobs]
+
+
+async def collect(deltas: AsyncGenerator[Delta, None], count: int, tokens: TokenCounts) -> list[Answer]:
+    """The answer of each of `count` prompts, by index."""
     texts: dict[int, list[str]] = {index: [] for index in range(count)}
+    logprobs: dict[int, list[TokenLogprobs]] = {index: [] for index in range(count)}
     reasons: dict[int, str] = {}
     async with aclosing(deltas):
         async for delta in deltas:
             tokens.count(delta)
             texts[delta.index].append(delta.text)
+            if delta.logprobs is not None:
+                logprobs[delta.index].extend(delta.logprobs)
             if delta.finish_reason:
                 reasons[delta.index] = delta.finish_reason
     missing = sorted(set(texts) - set(reasons))
     if missing:
         raise InternalServerError(f"the server ended prompt(s) {missing} without a finish reason")
-    return [("".join(texts[index]), reasons[index]) for index in range(count)]
+    return [Answer("".join(texts[index]), reasons[index], logprobs[index]) for index in range(count)]
 
 
 async def stream_chunks(

@@ -17,13 +17,15 @@ from typing import Any, Literal, overload
 
 from openai.types import CompletionUsage
 from openai.types.chat import ChatCompletion, ChatCompletionChunk, ChatCompletionMessage
-from openai.types.chat.chat_completion import Choice
+from openai.types.chat.chat_completion import Choice, ChoiceLogprobs
 from openai.types.chat.chat_completion_chunk import Choice as ChunkChoice
 from openai.types.chat.chat_completion_chunk import ChoiceDelta
+from openai.types.chat.chat_completion_chunk import ChoiceLogprobs as ChunkChoiceLogprobs
 from typing_extensions import Unpack
 
 from .._chat_messages import ChatMessage
 from .._concurrency import LoopThread
+from .._logprobs import chat_logprobs, chat_top_logprobs, check_n
 from .._requests import build_chat_request, sampling_parameters, split_chat_parameters
 from .._streaming import AsyncStream, Stream
 from .._transport import Connection
@@ -45,6 +47,8 @@ class ChatCompletionParams(GenerationParams, total=False):
     """The arguments of `create` besides `model`, `messages` and `stream`."""
 
     max_completion_tokens: int | None
+    logprobs: bool | None
+    top_logprobs: int | None
 
 
 class AsyncChatCompletions:
@@ -95,6 +99,9 @@ class AsyncChatCompletions:
         stop: str | list[str] | None = None,
         presence_penalty: float | None = None,
         frequency_penalty: float | None = None,
+        logprobs: bool | None = None,
+        top_logprobs: int | None = None,
+        n: int | None = None,
         stream: bool = False,
         stream_options: dict[str, Any] | None = None,
         extra_body: dict[str, Any] | None = None,
@@ -113,9 +120,14 @@ class AsyncChatCompletions:
         with neither, the model's default applies. `extra_body` may carry
         vLLM's `add_generation_prompt`, `continue_final_message` and
         `chat_template_kwargs`, and further sampling keys such as
-        `ignore_eos`. `timeout` and `stream` behave as in
-        `client.completions.create`.
+        `ignore_eos`. `logprobs=True` gives the choice, and each streamed
+        chunk for its own tokens, openai's `ChoiceLogprobs`: every token with
+        its log probability, UTF-8 bytes and `top_logprobs` (0 to 20, 0 by
+        default) alternatives, as vLLM gives them. `n` may only be 1.
+        `timeout` and `stream` behave as in `client.completions.create`.
         """
+        top = chat_top_logprobs(logprobs, top_logprobs)
+        check_n(n)
         connection = self._connection
         chat_parameters, extra = split_chat_parameters(dict(extra_body or {}))
         sampling = sampling_parameters(
@@ -128,6 +140,7 @@ class AsyncChatCompletions:
             stop=stop,
             presence_penalty=presence_penalty,
             frequency_penalty=frequency_penalty,
+            logprobs=top,
         )
         request = await build_chat_request(
             messages=messages,
@@ -136,9 +149,10 @@ class AsyncChatCompletions:
             stream=stream,
             embeds_transport=connection.embeds_transport,
             model_inputs=lambda: connection.model_inputs(model),
+            return_logprobs=top is not None,
         )
         deltas = generate(connection, model, [request], timeout)
-        builder = _ChatBuilder(model=model)
+        builder = _ChatBuilder(model=model, top_logprobs=top)
         if not stream:
             return await builder.completion(deltas)
         return await AsyncStream.start(builder.chunks(deltas, include_usage(stream_options)))
@@ -211,18 +225,26 @@ class Chat:
 
 @dataclass
 class _ChatBuilder:
-    """Turns the model's deltas into openai chat completion objects."""
+    """Turns the model's deltas into openai chat completion objects;
+    `top_logprobs` is the call's (None: no logprobs asked for)."""
 
     model: str
+    top_logprobs: int | None = None
     id: str = field(default_factory=lambda: f"chatcmpl-{uuid.uuid4().hex}")
     created: int = field(default_factory=lambda: int(time.time()))
     tokens: TokenCounts = field(default_factory=TokenCounts)
     _role_sent: bool = False
 
     async def completion(self, deltas: AsyncGenerator[Delta, None]) -> ChatCompletion:
-        [(text, reason)] = await collect(deltas, 1, self.tokens)
-        message = ChatCompletionMessage.model_construct(role="assistant", content=text)
-        choice = Choice.model_construct(index=0, message=message, finish_reason=reason, logprobs=None)
+        [answer] = await collect(deltas, 1, self.tokens)
+        message = ChatCompletionMessage.model_construct(role="assistant", content=answer.text)
+        logprobs = None
+        if self.top_logprobs is not None:
+            content = chat_logprobs(answer.logprobs, self.top_logprobs)
+            logprobs = ChoiceLogprobs.model_construct(content=content)
+        choice = Choice.model_construct(
+            index=0, message=message, finish_reason=answer.finish_reason, logprobs=logprobs
+        )
         return ChatCompletion.model_construct(
             id=self.id,
             choices=[choice],
@@ -241,17 +263,27 @@ class _ChatBuilder:
     def _chunks(self, delta: Delta) -> list[ChatCompletionChunk]:
         """The role first, once the model has answered (so a rejected request
         still raises from `create`); then each text delta, the last with the
-        finish reason. Empty deltas are skipped, as vLLM skips them."""
+        finish reason, each with its tokens' logprobs when asked for. Empty
+        deltas are skipped, as vLLM skips them."""
         chunks = []
         if not self._role_sent:
             self._role_sent = True
             chunks.append(self._chunk(ChoiceDelta.model_construct(role="assistant", content=""), None))
-        if delta.text or delta.finish_reason:
-            chunks.append(self._chunk(ChoiceDelta.model_construct(content=delta.text), delta.finish_reason))
+        if delta.text or delta.finish_reason or delta.logprobs:
+            logprobs = None
+            if self.top_logprobs is not None:
+                content = chat_logprobs(delta.logprobs or (), self.top_logprobs)
+                logprobs = ChunkChoiceLogprobs.model_construct(content=content)
+            content_delta = ChoiceDelta.model_construct(content=delta.text)
+            chunks.append(self._chunk(content_delta, delta.finish_reason, logprobs))
         return chunks
 
-    def _chunk(self, delta: ChoiceDelta, finish_reason: str | None) -> ChatCompletionChunk:
-        choice = ChunkChoice.model_construct(index=0, delta=delta, finish_reason=finish_reason, logprobs=None)
+    def _chunk(
+        self, delta: ChoiceDelta, finish_reason: str | None, logprobs: ChunkChoiceLogprobs | None = None
+    ) -> ChatCompletionChunk:
+        choice = ChunkChoice.model_construct(
+            index=0, delta=delta, finish_reason=finish_reason, logprobs=logprobs
+        )
         return self._make([choice], None)
 
     def _usage_chunk(self, usage: CompletionUsage) -> ChatCompletionChunk:

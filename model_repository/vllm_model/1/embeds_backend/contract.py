@@ -26,12 +26,22 @@ EXCLUDE_INPUT: Final = "exclude_input_in_output"
 MESSAGES_INPUT: Final = "messages"
 # JSON: add_generation_prompt, continue_final_message, chat_template_kwargs.
 CHAT_PARAMETERS_INPUT: Final = "chat_parameters"
+# Triton's vLLM backend's optional outputs, asked for per request: with one
+# set, its output goes on every response, with the backend's meaning.
+RETURN_FINISH_REASON_INPUT: Final = "return_finish_reason"
+RETURN_CUMULATIVE_LOGPROB_INPUT: Final = "return_cumulative_logprob"
+RETURN_LOGPROBS_INPUT: Final = "return_logprobs"
+RETURN_NUM_INPUT_TOKENS_INPUT: Final = "return_num_input_tokens"
+RETURN_NUM_OUTPUT_TOKENS_INPUT: Final = "return_num_output_tokens"
 
 # -- outputs --------------------------------------------------------------------
 TEXT_OUTPUT: Final = "text_output"
 FINISH_REASON_OUTPUT: Final = "finish_reason"
 INPUT_TOKENS_OUTPUT: Final = "num_input_tokens"
 OUTPUT_TOKENS_OUTPUT: Final = "num_output_tokens"
+# JSON: per new token, {token_id: {"logprob", "rank", "decoded_token"}}.
+LOGPROBS_OUTPUT: Final = "logprobs"
+CUMULATIVE_LOGPROB_OUTPUT: Final = "cumulative_logprob"
 
 
 @dataclass(frozen=True)
@@ -68,7 +78,14 @@ STRING_INPUTS: Final = (
     MESSAGES_INPUT,
     CHAT_PARAMETERS_INPUT,
 )
-BOOL_INPUTS: Final = (STREAM_INPUT, EXCLUDE_INPUT)
+RETURN_INPUTS: Final = (
+    RETURN_FINISH_REASON_INPUT,
+    RETURN_CUMULATIVE_LOGPROB_INPUT,
+    RETURN_LOGPROBS_INPUT,
+    RETURN_NUM_INPUT_TOKENS_INPUT,
+    RETURN_NUM_OUTPUT_TOKENS_INPUT,
+)
+BOOL_INPUTS: Final = (STREAM_INPUT, EXCLUDE_INPUT, *RETURN_INPUTS)
 
 INPUTS: Final = (
     TensorSpec(TEXT_INPUT, "TYPE_STRING", (1,), optional=True),
@@ -81,16 +98,19 @@ INPUTS: Final = (
     TensorSpec(EXCLUDE_INPUT, "TYPE_BOOL", (1,), optional=True),
     TensorSpec(MESSAGES_INPUT, "TYPE_STRING", (1,), optional=True),
     TensorSpec(CHAT_PARAMETERS_INPUT, "TYPE_STRING", (1,), optional=True),
+    *(TensorSpec(name, "TYPE_BOOL", (1,), optional=True) for name in RETURN_INPUTS),
 )
 OUTPUTS: Final = (
     TensorSpec(TEXT_OUTPUT, "TYPE_STRING", (-1,)),
     TensorSpec(FINISH_REASON_OUTPUT, "TYPE_STRING", (-1,)),
     TensorSpec(INPUT_TOKENS_OUTPUT, "TYPE_UINT32", (-1,)),
     TensorSpec(OUTPUT_TOKENS_OUTPUT, "TYPE_UINT32", (-1,)),
+    TensorSpec(LOGPROBS_OUTPUT, "TYPE_STRING", (-1,)),
+    TensorSpec(CUMULATIVE_LOGPROB_OUTPUT, "TYPE_FP32", (-1,)),
 )
-# Streamed responses before a request's last carry the text alone; the last
-# carries every output.
-FINAL_OUTPUTS: Final = tuple(spec.name for spec in OUTPUTS)
+# Unless a return_* input asks for more, streamed responses before a
+# request's last carry the text alone and the last carries these.
+FINAL_OUTPUTS: Final = (TEXT_OUTPUT, FINISH_REASON_OUTPUT, INPUT_TOKENS_OUTPUT, OUTPUT_TOKENS_OUTPUT)
 
 
 # -- chat messages ----------------------------------------------------------------

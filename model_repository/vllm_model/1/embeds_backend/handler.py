@@ -25,6 +25,22 @@ from .settings import BackendSettings
 from .supervisor import EngineSupervisor
 
 
+def step_outputs(completion: Any) -> triton_io.StepOutputs:
+    """What one engine output added beyond text (its token ids, logprobs and
+    cumulative logprob are this step's when streaming, the whole sequence's
+    otherwise), in plain Python for the response thread to serialize."""
+    logprobs = None
+    if completion.logprobs is not None:
+        logprobs = [
+            {
+                token_id: {"logprob": entry.logprob, "rank": entry.rank, "decoded_token": entry.decoded_token}
+                for token_id, entry in position.items()
+            }
+            for position in completion.logprobs
+        ]
+    return triton_io.StepOutputs(len(completion.token_ids), logprobs, completion.cumulative_logprob)
+
+
 class RequestHandler:
     def __init__(
         self,
@@ -104,6 +120,8 @@ class RequestHandler:
         try:
             parsed = parse_request(triton_io.read_inputs(request), self._engine.embeds_enabled)
             self._metrics.request(parsed.kind.value)
+            for feature in parsed.features:
+                self._metrics.feature(feature)
             prompt = await self._build_prompt(parsed)
             if not self._engine.is_healthy:
                 raise self._supervisor.unavailable()
@@ -157,12 +175,15 @@ class RequestHandler:
             finished = output.finished
             if finished:  # before the final response, which publishes them
                 self._record_completion(prompt_tokens, generated)
+            extras = parsed.extra_outputs
             self._responses.stream(
                 sender,
                 prefix + completion.text,
                 completion.finish_reason if finished else None,
                 triton_io.Usage(prompt_tokens, generated),
                 final=finished,
+                extras=extras,
+                step=step_outputs(completion) if extras.any else None,
             )
             prefix = ""
         if not finished:  # never leave a stream without its final flag

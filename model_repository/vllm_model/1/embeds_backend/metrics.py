@@ -29,6 +29,11 @@ class ModelMetrics:
         self._rejections = pb_utils.MetricFamily(
             "embeds_rejections_total", "Requests rejected before the engine, by rule", counter
         )
+        self._features = pb_utils.MetricFamily(
+            "embeds_feature_requests_total",
+            "Requests using a generation feature (logprobs, extra_outputs), by feature",
+            counter,
+        )
         self._outcomes = pb_utils.MetricFamily(
             "embeds_requests_finished_total",
             "Requests that received their final response, by outcome",
@@ -72,6 +77,7 @@ class ModelMetrics:
         self._recovery = recovery.Metric(labels=self._labels)
         self._by_kind: dict[str, object] = {}
         self._by_rule: dict[str, object] = {}
+        self._by_feature: dict[str, object] = {}
         self._by_outcome: dict[str, object] = {}
         self._pending = _PendingUpdates()
         self._publishing = threading.Lock()
@@ -79,6 +85,9 @@ class ModelMetrics:
     # -- request path: recorded now, published by publish() ---------------------
     def request(self, kind: str) -> None:
         self._pending.increment(self._labelled(self._requests, self._by_kind, "kind", kind), 1)
+
+    def feature(self, name: str) -> None:
+        self._pending.increment(self._labelled(self._features, self._by_feature, "feature", name), 1)
 
     def rejection(self, rule: str) -> None:
         self._pending.increment(self._labelled(self._rejections, self._by_rule, "rule", rule), 1)
@@ -139,6 +148,7 @@ class ModelMetrics:
             setattr(self, name, None)
         self._by_kind.clear()
         self._by_rule.clear()
+        self._by_feature.clear()
         self._by_outcome.clear()
         self._families.clear()
 

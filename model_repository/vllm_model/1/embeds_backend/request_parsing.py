@@ -21,6 +21,11 @@ from .contract import (
     EMBEDS_PLACEHOLDER,
     EXCLUDE_INPUT,
     MESSAGES_INPUT,
+    RETURN_CUMULATIVE_LOGPROB_INPUT,
+    RETURN_FINISH_REASON_INPUT,
+    RETURN_LOGPROBS_INPUT,
+    RETURN_NUM_INPUT_TOKENS_INPUT,
+    RETURN_NUM_OUTPUT_TOKENS_INPUT,
     SAMPLING_INPUT,
     STREAM_INPUT,
     TEXT_INPUT,
@@ -44,6 +49,37 @@ class PromptKind(str, Enum):
     CHAT = "chat"
 
 
+@dataclass(frozen=True)
+class ExtraOutputs:
+    """The outputs Triton's vLLM backend adds on request (its return_*
+    inputs), each then on every response with the backend's meaning: the
+    finish reason ("None" until the last), the input length, the tokens and
+    the logprobs new in this response, the cumulative logprob so far."""
+
+    finish_reason: bool = False
+    num_input_tokens: bool = False
+    num_output_tokens: bool = False
+    logprobs: bool = False
+    cumulative_logprob: bool = False
+
+    @property
+    def any(self) -> bool:
+        return any(vars(self).values())
+
+    @classmethod
+    def from_inputs(cls, inputs: Mapping[str, Any]) -> ExtraOutputs:
+        return cls(
+            finish_reason=bool(inputs.get(RETURN_FINISH_REASON_INPUT)),
+            num_input_tokens=bool(inputs.get(RETURN_NUM_INPUT_TOKENS_INPUT)),
+            num_output_tokens=bool(inputs.get(RETURN_NUM_OUTPUT_TOKENS_INPUT)),
+            logprobs=bool(inputs.get(RETURN_LOGPROBS_INPUT)),
+            cumulative_logprob=bool(inputs.get(RETURN_CUMULATIVE_LOGPROB_INPUT)),
+        )
+
+
+NO_EXTRA_OUTPUTS = ExtraOutputs()
+
+
 @dataclass
 class ParsedRequest:
     kind: PromptKind
@@ -57,10 +93,21 @@ class ParsedRequest:
     # worker thread), and the chat_parameters JSON.
     messages: bytes | None = None
     chat_parameters: str | None = None
+    extra_outputs: ExtraOutputs = NO_EXTRA_OUTPUTS
 
     @property
     def max_tokens(self) -> int:
         return int(self.sampling["max_tokens"])
+
+    @property
+    def features(self) -> list[str]:
+        """The generation features the request uses, for operators' metrics."""
+        used = []
+        if self.sampling.get("logprobs") is not None:
+            used.append("logprobs")
+        if self.extra_outputs.any:
+            used.append("extra_outputs")
+        return used
 
 
 def parse_request(inputs: Mapping[str, Any], embeds_enabled: bool) -> ParsedRequest:
@@ -95,6 +142,7 @@ def parse_request(inputs: Mapping[str, Any], embeds_enabled: bool) -> ParsedRequ
         stream=bool(inputs.get(STREAM_INPUT) or False),
         exclude_input_in_output=bool(inputs.get(EXCLUDE_INPUT) or False),
         text=text,
+        extra_outputs=ExtraOutputs.from_inputs(inputs),
     )
     if embeds_given:  # embeds take precedence over text (Dynamo's rule)
         _attach_embeds(parsed, embeds_given[0], inputs[embeds_given[0]])
@@ -128,6 +176,7 @@ def _parse_chat_request(inputs: Mapping[str, Any], messages: Any, embeds_given: 
         embeds_tensor=inputs[embeds_given[0]] if embeds_given else None,
         messages=messages.encode("utf-8") if isinstance(messages, str) else messages,
         chat_parameters=_decode_text(inputs.get(CHAT_PARAMETERS_INPUT)),
+        extra_outputs=ExtraOutputs.from_inputs(inputs),
     )
 
 

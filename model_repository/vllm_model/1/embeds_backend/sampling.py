@@ -65,9 +65,10 @@ def _as_int_list(value: Any) -> list[int]:
     raise ValueError("expected a list of integers")
 
 
-# Keys a client may set, with the converter each value goes through. Output
-# shape is fixed by the model (one sequence, text deltas), so keys that would
-# change it (n, best_of, output_kind, logprobs) are not here.
+# Keys a client may set, with the converter each value goes through. The
+# model returns one sequence per request, so `n` is accepted at 1 (clients of
+# Triton's vLLM backend and its OpenAI frontend send it) and keys that would
+# change the output's shape (best_of, output_kind) are not here.
 _CONVERTERS: dict[str, Callable[[Any], Any]] = {
     "max_tokens": _as_int,
     "min_tokens": _as_int,
@@ -85,6 +86,10 @@ _CONVERTERS: dict[str, Callable[[Any], Any]] = {
     "include_stop_str_in_output": _as_bool,
     "skip_special_tokens": _as_bool,
     "spaces_between_special_tokens": _as_bool,
+    "n": _as_int,
+    # Top alternatives per generated token (the chosen token always comes
+    # with its own); returned on the logprobs output (return_logprobs).
+    "logprobs": _as_int_or_none,
 }
 ALLOWED_KEYS = tuple(sorted(_CONVERTERS))
 DEFAULT_MAX_TOKENS = 16
@@ -95,6 +100,8 @@ MAX_SAMPLING_JSON_BYTES = 64 * 1024
 MAX_STOP_STRINGS = 64
 MAX_STOP_STRING_CHARS = 1024
 MAX_STOP_TOKEN_IDS = 1024
+# vLLM's own default max_logprobs; the engine enforces model.json's value too.
+MAX_LOGPROBS = 20
 
 
 def parse_sampling_parameters(text: str | None) -> dict[str, Any]:
@@ -152,6 +159,12 @@ def _check_ranges(params: dict[str, Any]) -> None:
         ("frequency_penalty", lambda v: -2.0 <= v <= 2.0, "must be in [-2, 2]"),
         ("repetition_penalty", lambda v: 0.0 < v <= 100.0, "must be in (0, 100]"),
         ("seed", lambda v: v is None or -(2**63) <= v < 2**63, "must fit in 64 bits"),
+        ("n", lambda v: v == 1, "is not supported: this model returns one sequence per request (n=1)"),
+        (
+            "logprobs",
+            lambda v: v is None or 0 <= v <= MAX_LOGPROBS,
+            f"must be between 0 and {MAX_LOGPROBS} (top alternatives per token)",
+        ),
     ]
     for key, ok, requirement in rules:
         if key in params and not ok(params[key]):

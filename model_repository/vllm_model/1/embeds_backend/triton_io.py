@@ -3,6 +3,7 @@ inputs, building responses and errors, and sending them off the event loop."""
 
 from __future__ import annotations
 
+import json
 import queue
 import threading
 from collections.abc import Callable
@@ -15,15 +16,18 @@ import triton_python_backend_utils as pb_utils
 
 from .contract import (
     BOOL_INPUTS,
+    CUMULATIVE_LOGPROB_OUTPUT,
     EMBEDS_TENSOR_INPUTS,
     FINISH_REASON_OUTPUT,
     INPUT_TOKENS_OUTPUT,
+    LOGPROBS_OUTPUT,
     OUTPUT_TOKENS_OUTPUT,
     STRING_INPUTS,
     TEXT_OUTPUT,
     ErrorKind,
     error_message,
 )
+from .request_parsing import NO_EXTRA_OUTPUTS, ExtraOutputs
 
 FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
 
@@ -58,18 +62,54 @@ class Usage:
     completion_tokens: int
 
 
-def make_response(text: str, finish_reason: str | None, usage: Usage) -> Any:
-    """A request's last response with data: the text and the request's totals."""
-    return pb_utils.InferenceResponse(
-        output_tensors=[
-            _text_tensor(text),
-            pb_utils.Tensor(
-                FINISH_REASON_OUTPUT, np.array([(finish_reason or "").encode()], dtype=np.object_)
-            ),
-            pb_utils.Tensor(INPUT_TOKENS_OUTPUT, np.array([usage.prompt_tokens], dtype=np.uint32)),
-            pb_utils.Tensor(OUTPUT_TOKENS_OUTPUT, np.array([usage.completion_tokens], dtype=np.uint32)),
-        ]
-    )
+@dataclass
+class StepOutputs:
+    """What engine steps added beyond text, for the backend's extra outputs:
+    new tokens, their logprobs (per token: {token_id: {"logprob", "rank",
+    "decoded_token"}}; None when the request asked for none) and the
+    cumulative logprob after them."""
+
+    new_tokens: int = 0
+    logprobs: list[dict[int, dict[str, Any]]] | None = None
+    cumulative_logprob: float | None = None
+
+    def merge(self, later: StepOutputs) -> None:
+        self.new_tokens += later.new_tokens
+        if later.logprobs is not None:
+            self.logprobs = (self.logprobs or []) + later.logprobs
+        if later.cumulative_logprob is not None:
+            self.cumulative_logprob = later.cumulative_logprob
+
+
+def make_response(
+    text: str,
+    finish_reason: str | None,
+    usage: Usage,
+    final: bool = True,
+    extras: ExtraOutputs = NO_EXTRA_OUTPUTS,
+    step: StepOutputs | None = None,
+) -> Any:
+    """A response with data. The last carries the text and the request's
+    totals; one before it the text alone. Each return_* input the request set
+    adds its output to every response, with Triton's vLLM backend's meaning
+    (num_output_tokens then counts this response's tokens, also on the last)."""
+    step = step or StepOutputs()
+    tensors = [_text_tensor(text)]
+    if final or extras.finish_reason:
+        reason = (finish_reason or "") if final else str(finish_reason)
+        tensors.append(pb_utils.Tensor(FINISH_REASON_OUTPUT, np.array([reason.encode()], dtype=np.object_)))
+    if final or extras.num_input_tokens:
+        tensors.append(pb_utils.Tensor(INPUT_TOKENS_OUTPUT, np.array([usage.prompt_tokens], dtype=np.uint32)))
+    if final or extras.num_output_tokens:
+        count = step.new_tokens if extras.num_output_tokens else usage.completion_tokens
+        tensors.append(pb_utils.Tensor(OUTPUT_TOKENS_OUTPUT, np.array([count], dtype=np.uint32)))
+    if extras.logprobs:
+        encoded = json.dumps(step.logprobs).encode()
+        tensors.append(pb_utils.Tensor(LOGPROBS_OUTPUT, np.array([encoded], dtype=np.object_)))
+    if extras.cumulative_logprob:
+        value = float("nan") if step.cumulative_logprob is None else step.cumulative_logprob
+        tensors.append(pb_utils.Tensor(CUMULATIVE_LOGPROB_OUTPUT, np.array([value], dtype=np.float32)))
+    return pb_utils.InferenceResponse(output_tensors=tensors)
 
 
 def make_text_response(text: str) -> Any:
@@ -144,6 +184,8 @@ class _Outbox:
     usage: Usage | None = None
     final: bool = False
     error: Any | None = None
+    extras: ExtraOutputs = NO_EXTRA_OUTPUTS
+    step: StepOutputs = field(default_factory=StepOutputs)
 
 
 class ResponseSender:
@@ -170,7 +212,14 @@ class ResponseSender:
         self._thread.start()
 
     def stream(
-        self, stream: ClientStream, text: str, finish_reason: str | None, usage: Usage, final: bool
+        self,
+        stream: ClientStream,
+        text: str,
+        finish_reason: str | None,
+        usage: Usage,
+        final: bool,
+        extras: ExtraOutputs = NO_EXTRA_OUTPUTS,
+        step: StepOutputs | None = None,
     ) -> None:
         with self._lock:
             box = self._outbox(stream)
@@ -178,6 +227,9 @@ class ResponseSender:
             box.usage = usage
             box.finish_reason = finish_reason or box.finish_reason
             box.final = box.final or final
+            box.extras = extras
+            if step is not None:
+                box.step.merge(step)
 
     def finish(self, stream: ClientStream, error: Any | None = None) -> None:
         """End the request: with an error response, or with the final flag alone."""
@@ -223,11 +275,11 @@ def _deliver(box: _Outbox) -> None:
     try:
         if box.usage is not None:  # text was queued: every delta brings its usage
             text = "".join(box.text)
-            if not box.final:
+            if not box.final and not box.extras.any:
                 box.stream.send(make_text_response(text))
             else:
-                data_is_final = box.error is None
-                response = make_response(text, box.finish_reason, box.usage)
+                response = make_response(text, box.finish_reason, box.usage, box.final, box.extras, box.step)
+                data_is_final = box.final and box.error is None
                 box.stream.send(response, flags=FINAL if data_is_final else 0)
     finally:
         if box.error is not None:
