@@ -160,6 +160,8 @@ class RequestHandler:
 
     async def _generate(self, parsed: ParsedRequest, engine_input: Any, sender: Any, arrival: float) -> None:
         prefix = parsed.text if self._echoes_prompt(parsed) else ""
+        extras = parsed.extra_outputs
+        wants_steps = extras.any  # per-token work only for requests that asked for it
         generated = prompt_tokens = 0
         finished = False
         async for output in self._engine.generate(
@@ -175,7 +177,6 @@ class RequestHandler:
             finished = output.finished
             if finished:  # before the final response, which publishes them
                 self._record_completion(prompt_tokens, generated)
-            extras = parsed.extra_outputs
             self._responses.stream(
                 sender,
                 prefix + completion.text,
@@ -183,7 +184,7 @@ class RequestHandler:
                 triton_io.Usage(prompt_tokens, generated),
                 final=finished,
                 extras=extras,
-                step=step_outputs(completion) if extras.any else None,
+                step=step_outputs(completion) if wants_steps else None,
             )
             prefix = ""
         if not finished:  # never leave a stream without its final flag

@@ -64,7 +64,13 @@ class ExtraOutputs:
 
     @property
     def any(self) -> bool:
-        return any(vars(self).values())
+        return (
+            self.finish_reason
+            or self.num_input_tokens
+            or self.num_output_tokens
+            or self.logprobs
+            or self.cumulative_logprob
+        )
 
     @classmethod
     def from_inputs(cls, inputs: Mapping[str, Any]) -> ExtraOutputs:
