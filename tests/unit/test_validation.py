@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import struct
 import threading
 
 import pytest
@@ -17,7 +18,7 @@ from embeds_backend.embeds import (
 )
 from embeds_backend.errors import RequestRejected
 from embeds_backend.sampling import parse_sampling_parameters
-from tools.payloads import bf16_exact, sparse_out_of_range_payload, torch_b64
+from tools.payloads import bf16_exact, plain_zip, saved, sparse_out_of_range_payload, torch_b64, zip_members
 
 LIMITS = EmbedsLimits(hidden_size=128, dtype=torch.float32)
 
@@ -169,3 +170,23 @@ def test_sampling_json_size_and_depth_are_bounded():
         parse_sampling_parameters('{"stop": ["' + "x" * 70000 + '"]}')
     with pytest.raises(RequestRejected, match="nested too deeply"):
         parse_sampling_parameters('{"stop": ' + "[" * 20000 + "]" * 20000 + "}")
+
+
+def unname_last_member(archive: bytes) -> bytes:
+    """The archive with its one-character last member name made empty
+    (zipfile cannot write one): the name byte becomes a 1-byte extra field in
+    both headers, so no offset moves."""
+    data = bytearray(archive)
+    local, central = data.rfind(b"PK\x03\x04"), data.rfind(b"PK\x01\x02")
+    struct.pack_into("<HH", data, local + 26, 0, 1)
+    struct.pack_into("<HH", data, central + 28, 0, 1)
+    return bytes(data)
+
+
+def test_a_member_with_an_empty_name_is_a_rejection_not_a_crash():
+    """Found by the chat fuzzer: zipfile's own is_dir() raises IndexError on
+    an empty member name; the container check must reject it by rule."""
+    archive = plain_zip([*zip_members(saved(bf16_exact((2, 8)))), ("Z", b"")])
+    with pytest.raises(RequestRejected) as info:
+        decode_base64_embeds(base64.b64encode(unname_last_member(archive)), EmbedsLimits(8, torch.float32))
+    assert info.value.rule == "not_a_tensor"

@@ -129,7 +129,8 @@ def _describe_zip(raw: bytes) -> str | None:
         # directory without filling the buffer it allocated: the tensor
         # would hold whatever was in the server's memory. torch.save writes
         # no attributes at all.
-        if member.is_dir() or member.external_attr & _DIRECTORY_ATTRIBUTE:
+        # (Not ZipInfo.is_dir(): it raises IndexError on an empty member name.)
+        if member.filename.endswith("/") or member.external_attr & _DIRECTORY_ATTRIBUTE:
             return f"a zip archive whose member {member.filename} is marked as a directory"
         if member.compress_type != zipfile.ZIP_STORED:
             return f"a zip archive with a compressed member ({member.filename})"
