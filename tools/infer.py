@@ -153,14 +153,16 @@ def _collect(responses: queue.Queue, timeout_s: float, first: tuple | None = Non
             result.error, result.error_status = error.message(), error.status()
             result.final_flags += 1
             return result
+        if response.get_response().outputs:
+            result.outputs.append(_output_values(response))
         text = response.as_numpy(TEXT_OUTPUT)
         if text is not None:
-            result.outputs.append(_output_values(response))
             result.chunks.append(text[0].decode())
             result.output_names.append({output.name for output in response.get_response().outputs})
         finish_reason = response.as_numpy(FINISH_REASON_OUTPUT)
         if finish_reason is not None:  # streamed responses before the last carry only text
             result.finish_reason = finish_reason[0].decode()
+        if response.as_numpy(INPUT_TOKENS_OUTPUT) is not None:  # with n > 1, only on the last
             result.prompt_tokens = int(response.as_numpy(INPUT_TOKENS_OUTPUT)[0])
             result.completion_tokens = int(response.as_numpy(OUTPUT_TOKENS_OUTPUT)[0])
         if response.get_response().parameters["triton_final_response"].bool_param:

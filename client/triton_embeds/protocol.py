@@ -30,6 +30,7 @@ RETURN_CUMULATIVE_LOGPROB_INPUT: Final = "return_cumulative_logprob"
 RETURN_LOGPROBS_INPUT: Final = "return_logprobs"
 RETURN_NUM_INPUT_TOKENS_INPUT: Final = "return_num_input_tokens"
 RETURN_NUM_OUTPUT_TOKENS_INPUT: Final = "return_num_output_tokens"
+RETURN_MODEL_INFO_INPUT: Final = "return_model_info"
 
 # Raw-tensor embeddings inputs and the Triton datatype each carries.
 EMBEDS_TENSOR_DATATYPES: Final = {
@@ -54,6 +55,9 @@ INPUT_TOKENS_OUTPUT: Final = "num_input_tokens"
 OUTPUT_TOKENS_OUTPUT: Final = "num_output_tokens"
 LOGPROBS_OUTPUT: Final = "logprobs"
 CUMULATIVE_LOGPROB_OUTPUT: Final = "cumulative_logprob"
+CHOICE_INDEX_OUTPUT: Final = "choice_index"
+PROMPT_LOGPROBS_OUTPUT: Final = "prompt_logprobs"
+MODEL_INFO_OUTPUT: Final = "model_info"
 # A streamed response before a request's last carries only the text.
 FINAL_OUTPUTS: Final = (TEXT_OUTPUT, FINISH_REASON_OUTPUT, INPUT_TOKENS_OUTPUT, OUTPUT_TOKENS_OUTPUT)
 
@@ -111,6 +115,7 @@ class Rule:
     CHAT_ROWS: Final = "chat_rows"
     NO_CHAT_TEMPLATE: Final = "no_chat_template"
     CHAT_TEMPLATE_FAILED: Final = "chat_template_failed"
+    UNKNOWN_ADAPTER: Final = "unknown_adapter"
     ENGINE_VALIDATION: Final = "engine_validation"
 
 

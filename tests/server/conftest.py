@@ -11,10 +11,13 @@ import pytest
 
 from tools.hostile_corpus import MAX_MIXED_BYTES
 from tools.models import ensure_models
+from tools.models.lora import build_adapter
 from tools.paths import SMOLLM2_DIR, TINY_MODEL_DIR
 from tools.server.launcher import TritonServer, start_ready_server
 from tools.server.repository import (
+    TINY_ADAPTER,
     TINY_CHAT_TEMPLATE,
+    TINY_LORA_RANK,
     tiny_engine_args,
     tokenizer_without_chat_template,
     write_model,
@@ -35,11 +38,15 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonServer]:
     ensure_models()
     repository = tmp_path_factory.mktemp("model_repository")
+    adapter = build_adapter(TINY_MODEL_DIR, repository.parent / "tiny-adapter", rank=TINY_LORA_RANK)
     write_model(
         repository,
         "tiny",
-        tiny_engine_args(chat_template=TINY_CHAT_TEMPLATE),
+        tiny_engine_args(
+            chat_template=TINY_CHAT_TEMPLATE, enable_lora=True, max_lora_rank=TINY_LORA_RANK, max_loras=1
+        ),
         {"max_embeds_bytes": 10 * 1024 * 1024, "max_mixed_embeds_bytes": MAX_MIXED_BYTES},
+        lora_adapters={TINY_ADAPTER: adapter},
     )
     # Embeddings off and no chat template: the model for both rejections.
     bare_tokenizer = tokenizer_without_chat_template(TINY_MODEL_DIR, repository.parent / "tiny-tokenizer")

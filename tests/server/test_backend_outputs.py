@@ -133,11 +133,6 @@ def test_the_backends_http_shape(http_url, whole):
     assert len(json.loads(event[LOGPROBS_OUTPUT])) == 8
 
 
-def test_more_than_one_sequence_is_refused_by_name(grpc_url):
-    result = grpc_infer(grpc_url, "tiny", make_inputs(text="hi", sampling={"n": 2}))
-    assert result.error is not None and "n=2 is not supported" in result.error
-
-
 def test_feature_use_is_counted(grpc_url, metrics_url):
     def count(feature: str) -> float:
         return metric_value(metrics_url, "embeds_feature_requests_total", model="tiny", feature=feature)

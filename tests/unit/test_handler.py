@@ -49,6 +49,7 @@ class FakeCompletion:
     text: str
     token_ids: list[int]
     finish_reason: str | None = None
+    index: int = 0
 
 
 @dataclass
@@ -58,6 +59,8 @@ class FakeOutput:
     outputs: list[FakeCompletion]
     prompt_token_ids: list[int]
     finished: bool
+    num_cached_tokens: int = 0
+    prompt_logprobs: list[Any] | None = None
 
 
 def output(text: str, token_ids: list[int], finished: bool = False) -> FakeOutput:
@@ -90,13 +93,19 @@ class FakeEngine:
     max_model_len: int = 64
     embeds_enabled: bool = True
     is_healthy: bool = True
+    adapters: tuple[str, ...] = ()
     calls: list[dict[str, Any]] = field(default_factory=list)
 
-    async def render(self, prompt: dict[str, Any]) -> dict[str, Any]:
+    async def render(self, prompt: dict[str, Any], options: Any = None) -> dict[str, Any]:
         return prompt
 
     def generate(
-        self, prompt: dict[str, Any], sampling: dict[str, Any], request_id: str, stream: bool
+        self,
+        prompt: dict[str, Any],
+        sampling: dict[str, Any],
+        request_id: str,
+        stream: bool,
+        lora_name: str | None = None,
     ) -> AsyncIterator[FakeOutput]:
         self.calls.append(
             {"prompt": prompt, "sampling": sampling, "request_id": request_id, "stream": stream}

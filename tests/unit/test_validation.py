@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import base64
 import struct
 import threading
@@ -17,7 +19,12 @@ from embeds_backend.embeds import (
     validate_embeds,
 )
 from embeds_backend.errors import RequestRejected
-from embeds_backend.sampling import parse_sampling_parameters
+from embeds_backend.sampling import (
+    MAX_STRUCTURED_BYTES,
+    RequestOptions,
+    parse_sampling_parameters,
+    split_request_options,
+)
 from tools.payloads import bf16_exact, plain_zip, saved, sparse_out_of_range_payload, torch_b64, zip_members
 
 LIMITS = EmbedsLimits(hidden_size=128, dtype=torch.float32)
@@ -136,8 +143,22 @@ def test_the_backends_clients_keys_are_accepted():
         ('{"max_tokens": 2.5}', "expected an integer"),
         ('{"min_tokens": 9, "max_tokens": 8}', "exceeds"),
         ("[1, 2]", "must be a JSON object"),
-        ('{"n": 2}', "n=2 is not supported: this model returns one sequence per request (n=1)"),
+        ('{"n": 17}', "n=17 must be between 1 and 16"),
+        ('{"n": 0}', "n=0 must be between 1 and 16"),
         ('{"best_of": 2}', "unknown sampling parameter 'best_of'"),
+        ('{"prompt_logprobs": 21}', "prompt_logprobs=21 must be between 0 and 20"),
+        ('{"truncate_prompt_tokens": 0}', "must be at least 1"),
+        ('{"cache_salt": ""}', "cache_salt='' must be 1 to 256 characters"),
+        ('{"lora_name": 3}', "expected a string"),
+        ('{"structured_outputs": {"regex": "a", "choice": ["b"]}}', "exactly one of"),
+        ('{"structured_outputs": {}}', "exactly one of"),
+        ('{"structured_outputs": {"regex": "a", "backend": "x"}}', "unknown keys 'backend'"),
+        ('{"structured_outputs": "not json"}', "structured_outputs='not json' is invalid"),
+        ('{"structured_outputs": {"choice": []}}', "a list of 1 to 256 non-empty strings"),
+        ('{"structured_outputs": {"json_object": false}}', "json_object must be true"),
+        ('{"structured_outputs": {"grammar": "  "}}', "a non-empty grammar"),
+        ('{"guided_regex": "a", "guided_choice": ["b"]}', "one structured output constraint"),
+        ('{"guided_regex": "a", "structured_outputs": {"regex": "b"}}', "one structured output constraint"),
         ('{"logprobs": 21}', "logprobs=21 must be between 0 and 20"),
         ('{"logprobs": -1}', "logprobs=-1 must be between 0 and 20"),
     ],
@@ -163,6 +184,33 @@ def test_sampling_lists_are_bounded(sampling, fragment):
     with pytest.raises(RequestRejected) as info:
         parse_sampling_parameters(json.dumps(sampling))
     assert fragment in info.value.message
+
+
+def test_structured_outputs_normalize_to_one_constraint():
+    schema = {"type": "object"}
+    as_object = parse_sampling_parameters(json.dumps({"structured_outputs": {"json": schema}}))
+    as_string = parse_sampling_parameters(json.dumps({"structured_outputs": json.dumps({"json": schema})}))
+    older_key = parse_sampling_parameters(json.dumps({"guided_json": schema}))
+    assert as_object["structured_outputs"] == as_string["structured_outputs"] == older_key["structured_outputs"]
+    assert older_key["structured_outputs"] == {"json": schema} and "guided_json" not in older_key
+
+
+def test_structured_constraints_are_bounded():
+    huge = "a" * (MAX_STRUCTURED_BYTES + 1)
+    with pytest.raises(RequestRejected, match="structured_outputs.regex is 32769 characters long"):
+        parse_sampling_parameters(json.dumps({"structured_outputs": {"regex": huge}}))
+    many = [f"c{i}" for i in range(257)]
+    with pytest.raises(RequestRejected, match="1 to 256 non-empty strings"):
+        parse_sampling_parameters(json.dumps({"guided_choice": many}))
+
+
+def test_request_options_leave_the_sampling_parameters():
+    params = parse_sampling_parameters(
+        '{"lora_name": "a", "truncate_prompt_tokens": "5", "cache_salt": "t1", "n": 2, "seed": 3}'
+    )
+    options = split_request_options(params)
+    assert options == RequestOptions(lora_name="a", truncate_prompt_tokens=5, cache_salt="t1")
+    assert params == {"n": 2, "seed": 3, "max_tokens": 16}
 
 
 def test_sampling_json_size_and_depth_are_bounded():

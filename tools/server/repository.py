@@ -29,15 +29,19 @@ def write_model(
     name: str,
     engine_args: dict[str, Any],
     parameters: dict[str, Any] | None = None,
+    lora_adapters: dict[str, Path] | None = None,
 ) -> Path:
     """Copy the shipped model (config.pbtxt + 1/) under `name` with its own
     model.json, replacing any model of that name; `parameters` override
-    config.pbtxt parameter values."""
+    config.pbtxt parameter values; `lora_adapters` become its multi_lora.json."""
     target = repository / name
     if target.exists():
         shutil.rmtree(target)
     shutil.copytree(SHIPPED_MODEL, target, ignore=shutil.ignore_patterns("__pycache__", "model.json"))
     (target / "1" / "model.json").write_text(json.dumps(engine_args, indent=2))
+    if lora_adapters:
+        declared = {adapter: str(path) for adapter, path in lora_adapters.items()}
+        (target / "1" / "multi_lora.json").write_text(json.dumps(declared, indent=2))
     config = target / "config.pbtxt"
     for key, value in (parameters or {}).items():
         config.write_text(set_parameter(config.read_text(), key, str(value)))
@@ -51,6 +55,10 @@ def set_parameter(config_text: str, key: str, value: str) -> str:
     end = config_text.index('"', start)
     return config_text[:start] + value + config_text[end:]
 
+
+# The LoRA adapter the tests' tiny model serves (tools.models.lora builds it).
+TINY_ADAPTER = "tiny-adapter"
+TINY_LORA_RANK = 8
 
 # A chat template for the tiny model's model.json: its tokenizer's own, with a
 # fixed preamble, so a test can tell which of the two rendered a prompt.

@@ -51,7 +51,9 @@ class TritonPythonModel:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="engine-loop", daemon=True)
         self._thread.start()
-        self._engine = EngineBridge(model_file.engine_args, model_file.chat_template)
+        self._engine = EngineBridge(
+            model_file.engine_args, model_file.chat_template, model_file.lora_adapters
+        )
         self._run(self._start_engine())
         self._metrics = ModelMetrics(args["model_name"])
         self._metrics.engine_state(ready=True)
@@ -74,7 +76,8 @@ class TritonPythonModel:
             f"{args['model_name']}: vLLM engine ready (hidden size {self._engine.hidden_size}, "
             f"dtype {self._engine.dtype}, context {self._engine.max_model_len}, "
             f"prompt embeds {'on' if self._engine.embeds_enabled else 'off'}, "
-            f"chat template {'yes' if self._engine.templating.template else 'none'})"
+            f"chat template {'yes' if self._engine.templating.template else 'none'}, "
+            f"LoRA adapters: {', '.join(self._engine.adapters) or 'none'})"
         )
 
     async def _start_engine(self) -> None:

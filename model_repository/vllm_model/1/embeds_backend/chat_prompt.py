@@ -52,7 +52,10 @@ def build_chat_prompt(
     max_tokens: int,
     max_model_len: int,
     max_mixed_bytes: int = DEFAULT_MAX_MIXED_BYTES,
+    truncate_to: int | None = None,
 ) -> dict[str, Any]:
+    """The engine prompt of a conversation; the renderer applies truncation
+    (to token ids and rows alike), so it only shortens the length checked."""
     parts = conversation.embeds_parts
     if parts and templating.placeholder_id is None:
         raise RequestRejected(
@@ -71,7 +74,7 @@ def build_chat_prompt(
             f"chat template must render each message's content exactly once",
         )
     total = len(token_ids) - len(parts) + sum(int(t.shape[0]) for t in tensors)
-    check_context_length(total, max_tokens, max_model_len)
+    check_context_length(total, max_tokens, max_model_len, truncate_to)
     if not parts:
         return {"prompt_token_ids": token_ids}
     check_mixed_size(total, limits, max_mixed_bytes)

@@ -33,6 +33,9 @@ RETURN_CUMULATIVE_LOGPROB_INPUT: Final = "return_cumulative_logprob"
 RETURN_LOGPROBS_INPUT: Final = "return_logprobs"
 RETURN_NUM_INPUT_TOKENS_INPUT: Final = "return_num_input_tokens"
 RETURN_NUM_OUTPUT_TOKENS_INPUT: Final = "return_num_output_tokens"
+# Sent alone (no prompt): the answer is one response with MODEL_INFO_OUTPUT,
+# which is how a remote client learns the served adapters and limits.
+RETURN_MODEL_INFO_INPUT: Final = "return_model_info"
 
 # -- outputs --------------------------------------------------------------------
 TEXT_OUTPUT: Final = "text_output"
@@ -42,6 +45,23 @@ OUTPUT_TOKENS_OUTPUT: Final = "num_output_tokens"
 # JSON: per new token, {token_id: {"logprob", "rank", "decoded_token"}}.
 LOGPROBS_OUTPUT: Final = "logprobs"
 CUMULATIVE_LOGPROB_OUTPUT: Final = "cumulative_logprob"
+# Which of a request's n sequences a response belongs to (only when n > 1).
+CHOICE_INDEX_OUTPUT: Final = "choice_index"
+# JSON, on a request's first response when prompt_logprobs is set: per prompt
+# position, null for the first, else as LOGPROBS_OUTPUT's entries.
+PROMPT_LOGPROBS_OUTPUT: Final = "prompt_logprobs"
+# JSON answer to RETURN_MODEL_INFO_INPUT; keys in MODEL_INFO_KEYS.
+MODEL_INFO_OUTPUT: Final = "model_info"
+MODEL_INFO_KEYS: Final = (
+    "adapters",
+    "max_model_len",
+    "hidden_size",
+    "dtype",
+    "prompt_embeds",
+    "chat_template",
+    "max_logprobs",
+    "max_n",
+)
 
 
 @dataclass(frozen=True)
@@ -85,7 +105,7 @@ RETURN_INPUTS: Final = (
     RETURN_NUM_INPUT_TOKENS_INPUT,
     RETURN_NUM_OUTPUT_TOKENS_INPUT,
 )
-BOOL_INPUTS: Final = (STREAM_INPUT, EXCLUDE_INPUT, *RETURN_INPUTS)
+BOOL_INPUTS: Final = (STREAM_INPUT, EXCLUDE_INPUT, *RETURN_INPUTS, RETURN_MODEL_INFO_INPUT)
 
 INPUTS: Final = (
     TensorSpec(TEXT_INPUT, "TYPE_STRING", (1,), optional=True),
@@ -99,6 +119,7 @@ INPUTS: Final = (
     TensorSpec(MESSAGES_INPUT, "TYPE_STRING", (1,), optional=True),
     TensorSpec(CHAT_PARAMETERS_INPUT, "TYPE_STRING", (1,), optional=True),
     *(TensorSpec(name, "TYPE_BOOL", (1,), optional=True) for name in RETURN_INPUTS),
+    TensorSpec(RETURN_MODEL_INFO_INPUT, "TYPE_BOOL", (1,), optional=True),
 )
 OUTPUTS: Final = (
     TensorSpec(TEXT_OUTPUT, "TYPE_STRING", (-1,)),
@@ -107,6 +128,9 @@ OUTPUTS: Final = (
     TensorSpec(OUTPUT_TOKENS_OUTPUT, "TYPE_UINT32", (-1,)),
     TensorSpec(LOGPROBS_OUTPUT, "TYPE_STRING", (-1,)),
     TensorSpec(CUMULATIVE_LOGPROB_OUTPUT, "TYPE_FP32", (-1,)),
+    TensorSpec(CHOICE_INDEX_OUTPUT, "TYPE_UINT32", (-1,)),
+    TensorSpec(PROMPT_LOGPROBS_OUTPUT, "TYPE_STRING", (-1,)),
+    TensorSpec(MODEL_INFO_OUTPUT, "TYPE_STRING", (-1,)),
 )
 # Unless a return_* input asks for more, streamed responses before a
 # request's last carry the text alone and the last carries these.
@@ -156,7 +180,10 @@ class Rule:
     CHAT_ROWS: Final = "chat_rows"
     NO_CHAT_TEMPLATE: Final = "no_chat_template"
     CHAT_TEMPLATE_FAILED: Final = "chat_template_failed"
-    # vLLM's own input validation refused what passed ours.
+    # A lora_name the model does not serve.
+    UNKNOWN_ADAPTER: Final = "unknown_adapter"
+    # vLLM's own input validation refused what passed ours (an invalid JSON
+    # schema, regex or grammar among them).
     ENGINE_VALIDATION: Final = "engine_validation"
 
 

@@ -11,6 +11,7 @@ import torch
 
 from .chat_prompt import ChatTemplating, content_as_parts
 from .contract import EMBEDS_PLACEHOLDER
+from .sampling import MAX_LOGPROBS, MAX_N, NO_REQUEST_OPTIONS, RequestOptions
 
 
 @dataclass(frozen=True)
@@ -26,9 +27,19 @@ class ModelFacts:
 
 
 class EngineBridge:
-    def __init__(self, engine_args: dict[str, Any], chat_template: str | None = None) -> None:
+    def __init__(
+        self,
+        engine_args: dict[str, Any],
+        chat_template: str | None = None,
+        lora_adapters: dict[str, str] | None = None,
+    ) -> None:
         self._engine_args = engine_args
         self._chat_template = chat_template
+        # name -> LoRARequest; ids are vLLM's cache keys, fixed for the model's life.
+        self._adapters = {
+            name: _lora_request(name, i + 1, path)
+            for i, (name, path) in enumerate((lora_adapters or {}).items())
+        }
         self._engine: Any = None
         self._facts: ModelFacts | None = None
 
@@ -92,28 +103,65 @@ class EngineBridge:
         return self.facts.templating
 
     @property
+    def adapters(self) -> tuple[str, ...]:
+        return tuple(self._adapters)
+
+    def model_info(self) -> dict[str, Any]:
+        """What a client may ask the model about itself (MODEL_INFO_KEYS)."""
+        facts = self.facts
+        return {
+            "adapters": list(self._adapters),
+            "max_model_len": facts.max_model_len,
+            "hidden_size": facts.hidden_size,
+            "dtype": str(facts.dtype).removeprefix("torch."),
+            "prompt_embeds": facts.embeds_enabled,
+            "chat_template": facts.templating.template is not None,
+            "max_logprobs": MAX_LOGPROBS,
+            "max_n": MAX_N,
+        }
+
+    @property
     def is_healthy(self) -> bool:
         engine = self._engine
         return engine is not None and not engine.errored
 
-    async def render(self, prompt: dict[str, Any]) -> Any:
+    async def render(self, prompt: dict[str, Any], options: RequestOptions = NO_REQUEST_OPTIONS) -> Any:
         """A text, token-id or embeddings prompt as the engine's input, through
         vLLM's renderer (passing raw prompt dicts to generate() is deprecated).
-        Text is tokenized here as for a completion (special tokens added)."""
-        (engine_input,) = await self._engine.renderer.render_cmpl_async([prompt])
+        Text is tokenized here as for a completion (special tokens added);
+        truncation keeps the last positions, of token ids and rows alike."""
+        renderer = self._engine.renderer
+        tok_params = None
+        if options.truncate_prompt_tokens is not None:
+            tok_params = renderer.default_cmpl_tok_params.with_kwargs(
+                truncate_prompt_tokens=options.truncate_prompt_tokens, truncation_side="left"
+            )
+        if options.cache_salt is not None:
+            prompt = {**prompt, "cache_salt": options.cache_salt}
+        (engine_input,) = await renderer.render_cmpl_async([prompt], tok_params)
         return engine_input
 
     def generate(
-        self, engine_input: Any, sampling: dict[str, Any], request_id: str, stream: bool
+        self,
+        engine_input: Any,
+        sampling: dict[str, Any],
+        request_id: str,
+        stream: bool,
+        lora_name: str | None = None,
     ) -> AsyncIterator[Any]:
         """Outputs carry deltas when streaming, one final output otherwise.
-        Cancelling the consuming task aborts the request inside vLLM."""
+        Cancelling the consuming task aborts the request inside vLLM. The
+        adapter must be one of `adapters` (checked with the request)."""
         from vllm import SamplingParams
-        from vllm.sampling_params import RequestOutputKind
+        from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
 
         kind = RequestOutputKind.DELTA if stream else RequestOutputKind.FINAL_ONLY
+        structured = sampling.get("structured_outputs")
+        if structured is not None:
+            sampling = {**sampling, "structured_outputs": StructuredOutputsParams(**structured)}
         params = SamplingParams(**sampling, output_kind=kind)
-        return self._engine.generate(engine_input, params, request_id)
+        lora = self._adapters[lora_name] if lora_name is not None else None
+        return self._engine.generate(engine_input, params, request_id, lora_request=lora)
 
     def unfinished_requests(self) -> int:
         engine = self._engine
@@ -127,6 +175,12 @@ class EngineBridge:
         engine, self._engine = self._engine, None
         if engine is not None:
             engine.shutdown()
+
+
+def _lora_request(name: str, lora_id: int, path: str) -> Any:
+    from vllm.lora.request import LoRARequest
+
+    return LoRARequest(lora_name=name, lora_int_id=lora_id, lora_path=path)
 
 
 def is_client_error(exc: BaseException) -> bool:

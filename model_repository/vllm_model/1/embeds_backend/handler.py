@@ -5,6 +5,7 @@ with exactly one final flag."""
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
 import uuid
@@ -20,7 +21,7 @@ from .engine import EngineBridge, is_client_error, is_engine_dead
 from .errors import EngineUnavailable, RequestRejected
 from .metrics import ModelMetrics
 from .prompts import build_embeds_prompt, build_text_prompt
-from .request_parsing import ParsedRequest, PromptKind, parse_request
+from .request_parsing import ParsedRequest, PromptKind, check_adapter, parse_request, reject_prompt_logprobs
 from .settings import BackendSettings
 from .supervisor import EngineSupervisor
 
@@ -29,16 +30,66 @@ def step_outputs(completion: Any) -> triton_io.StepOutputs:
     """What one engine output added beyond text (its token ids, logprobs and
     cumulative logprob are this step's when streaming, the whole sequence's
     otherwise), in plain Python for the response thread to serialize."""
-    logprobs = None
-    if completion.logprobs is not None:
-        logprobs = [
-            {
-                token_id: {"logprob": entry.logprob, "rank": entry.rank, "decoded_token": entry.decoded_token}
-                for token_id, entry in position.items()
-            }
-            for position in completion.logprobs
-        ]
+    logprobs = None if completion.logprobs is None else _logprobs_json(completion.logprobs)
     return triton_io.StepOutputs(len(completion.token_ids), logprobs, completion.cumulative_logprob)
+
+
+def _logprobs_json(positions: Any) -> list[dict[int, dict[str, Any]] | None]:
+    """vLLM's per-position {token_id: Logprob}, as plain JSON-ready values
+    (a prompt's first position has none: None)."""
+    return [
+        None
+        if position is None
+        else {
+            token_id: {"logprob": entry.logprob, "rank": entry.rank, "decoded_token": entry.decoded_token}
+            for token_id, entry in position.items()
+        }
+        for position in positions
+    ]
+
+
+# What one response carries: text, finish reason, step outputs, choice, final.
+_Response = tuple[str, str | None, "triton_io.StepOutputs | None", triton_io.Choice, bool]
+
+
+class _RequestStream:
+    """Turns one request's engine outputs into responses: per choice, the
+    echoed prompt before its first text; the prompt's logprobs on the
+    request's first response; the final flag on the output that ends it. With
+    n > 1 an output holds the choices that advanced (every choice when not
+    streaming), each told apart by its index."""
+
+    def __init__(self, parsed: ParsedRequest, echo_prompt: bool) -> None:
+        self._echo = parsed.text if echo_prompt else None
+        self._multiple = parsed.n > 1
+        self._wants_steps = parsed.extra_outputs.any  # per-token work only when asked for
+        self._wants_prompt_logprobs = parsed.sampling.get("prompt_logprobs") is not None
+        self._started: set[int] = set()
+        self.generated = self.prompt_tokens = 0
+
+    def responses(self, output: Any) -> list[_Response]:
+        self.prompt_tokens = len(output.prompt_token_ids or ())
+        self.generated += sum(len(c.token_ids) for c in output.outputs)
+        sendable = [c for c in output.outputs if c.text or c.token_ids or c.finish_reason]
+        if output.finished and not sendable and output.outputs:
+            sendable = [output.outputs[-1]]  # the final flag needs a response to ride on
+        result = []
+        for position, completion in enumerate(sendable):
+            final = output.finished and position == len(sendable) - 1
+            result.append(self._response(output, completion, final))
+        return result
+
+    def _response(self, output: Any, completion: Any, final: bool) -> _Response:
+        first = completion.index not in self._started
+        self._started.add(completion.index)
+        prefix = self._echo if first and self._echo else ""
+        prompt_logprobs = None
+        if self._wants_prompt_logprobs and len(self._started) == 1 and first:
+            prompt_logprobs = json.dumps(_logprobs_json(output.prompt_logprobs or []))
+        choice = triton_io.Choice(completion.index, self._multiple, prompt_logprobs)
+        step = step_outputs(completion) if self._wants_steps else None
+        reason = completion.finish_reason if (final or self._multiple) else None
+        return prefix + completion.text, reason, step, choice, final
 
 
 class RequestHandler:
@@ -120,12 +171,16 @@ class RequestHandler:
         try:
             parsed = parse_request(triton_io.read_inputs(request), self._engine.embeds_enabled)
             self._metrics.request(parsed.kind.value)
+            if parsed.kind is PromptKind.MODEL_INFO:
+                self._answer_model_info(sender)
+                return
             for feature in parsed.features:
                 self._metrics.feature(feature)
+            check_adapter(parsed.options, self._engine.adapters)
             prompt = await self._build_prompt(parsed)
             if not self._engine.is_healthy:
                 raise self._supervisor.unavailable()
-            engine_input = await self._engine.render(prompt)
+            engine_input = await self._engine.render(prompt, parsed.options)
             await self._generate(parsed, engine_input, sender, arrival)
         except RequestRejected as exc:
             self._metrics.rejection(exc.rule)
@@ -134,6 +189,10 @@ class RequestHandler:
             self._finish(sender, None, "cancelled")  # the client is gone: only the final flag
         except Exception as exc:  # noqa: BLE001 - every failure must reach the client
             self._fail(sender, exc)
+
+    def _answer_model_info(self, sender: triton_io.ClientStream) -> None:
+        self._metrics.finished("completed")
+        self._responses.send_one(sender, triton_io.make_model_info_response(self._engine.model_info()))
 
     async def _build_prompt(self, parsed: ParsedRequest) -> dict[str, Any]:
         if parsed.kind is PromptKind.TEXT:
@@ -148,6 +207,8 @@ class RequestHandler:
         """In a worker thread: parsing the messages JSON, decoding its parts
         and rendering the template are all work."""
         conversation = parse_conversation(parsed.messages or b"", parsed.chat_parameters, self._chat_limits)
+        if conversation.embeds_parts:
+            reject_prompt_logprobs(parsed.sampling)
         return build_chat_prompt(
             conversation,
             parsed.embeds_tensor,
@@ -156,43 +217,32 @@ class RequestHandler:
             parsed.max_tokens,
             self._engine.max_model_len,
             self._settings.max_mixed_embeds_bytes,
+            parsed.options.truncate_prompt_tokens,
         )
 
     async def _generate(self, parsed: ParsedRequest, engine_input: Any, sender: Any, arrival: float) -> None:
-        prefix = parsed.text if self._echoes_prompt(parsed) else ""
-        extras = parsed.extra_outputs
-        wants_steps = extras.any  # per-token work only for requests that asked for it
-        generated = prompt_tokens = 0
+        stream = _RequestStream(parsed, self._echoes_prompt(parsed))
         finished = False
         async for output in self._engine.generate(
-            engine_input, parsed.sampling, uuid.uuid4().hex, parsed.stream
+            engine_input, parsed.sampling, uuid.uuid4().hex, parsed.stream, parsed.options.lora_name
         ):
-            completion = output.outputs[0]
-            if parsed.stream and generated == 0 and completion.token_ids:
+            if parsed.stream and stream.generated == 0 and any(c.token_ids for c in output.outputs):
                 self._metrics.time_to_first_token(time.monotonic() - arrival)
-            generated += len(completion.token_ids)
-            prompt_tokens = len(output.prompt_token_ids or ())
-            if not (output.finished or completion.text or completion.token_ids):
-                continue
             finished = output.finished
+            responses = stream.responses(output)
             if finished:  # before the final response, which publishes them
-                self._record_completion(prompt_tokens, generated)
-            self._responses.stream(
-                sender,
-                prefix + completion.text,
-                completion.finish_reason if finished else None,
-                triton_io.Usage(prompt_tokens, generated),
-                final=finished,
-                extras=extras,
-                step=step_outputs(completion) if wants_steps else None,
-            )
-            prefix = ""
+                self._record_completion(stream.prompt_tokens, stream.generated, output)
+            for text, reason, step, choice, final in responses:
+                usage = triton_io.Usage(stream.prompt_tokens, stream.generated)
+                self._responses.stream(sender, text, reason, usage, final, parsed.extra_outputs, step, choice)
         if not finished:  # never leave a stream without its final flag
-            self._record_completion(prompt_tokens, generated)
+            self._record_completion(stream.prompt_tokens, stream.generated, None)
             self._responses.finish(sender)
 
-    def _record_completion(self, prompt_tokens: int, generated: int) -> None:
+    def _record_completion(self, prompt_tokens: int, generated: int, output: Any | None) -> None:
         self._metrics.tokens(prompt_tokens, generated)
+        if output is not None and output.num_cached_tokens:
+            self._metrics.cached_prompt_tokens(int(output.num_cached_tokens))
         self._metrics.finished("completed")
 
     @staticmethod

@@ -31,7 +31,7 @@ class ModelMetrics:
         )
         self._features = pb_utils.MetricFamily(
             "embeds_feature_requests_total",
-            "Requests using a generation feature (logprobs, extra_outputs), by feature",
+            "Requests using a generation feature (logprobs, n, structured, adapter, ...), by feature",
             counter,
         )
         self._outcomes = pb_utils.MetricFamily(
@@ -45,6 +45,11 @@ class ModelMetrics:
                 "embeds_prompt_tokens_total", "Prompt positions (tokens or embedding rows)", counter
             ),
             pb_utils.MetricFamily("embeds_generation_tokens_total", "Generated tokens", counter),
+            pb_utils.MetricFamily(
+                "embeds_prompt_cached_tokens_total",
+                "Prompt positions served from vLLM's prefix cache (shared only within one cache_salt)",
+                counter,
+            ),
             pb_utils.MetricFamily(
                 "embeds_time_to_first_token_seconds",
                 "Seconds from request arrival to its first streamed token",
@@ -67,9 +72,10 @@ class ModelMetrics:
                 pb_utils.MetricFamily.GAUGE,
             ),
         ]
-        prompt, generated, ttft, unfinished, ready, restarts, recovery = self._families
+        prompt, generated, cached, ttft, unfinished, ready, restarts, recovery = self._families
         self._prompt_tokens = prompt.Metric(labels=self._labels)
         self._generated_tokens = generated.Metric(labels=self._labels)
+        self._cached_tokens = cached.Metric(labels=self._labels)
         self._ttft = ttft.Metric(labels=self._labels, buckets=_TTFT_BUCKETS)
         self._unfinished = unfinished.Metric(labels=self._labels)
         self._ready = ready.Metric(labels=self._labels)
@@ -99,6 +105,9 @@ class ModelMetrics:
     def tokens(self, prompt: int, generated: int) -> None:
         self._pending.increment(self._prompt_tokens, prompt)
         self._pending.increment(self._generated_tokens, generated)
+
+    def cached_prompt_tokens(self, count: int) -> None:
+        self._pending.increment(self._cached_tokens, count)
 
     def time_to_first_token(self, seconds: float) -> None:
         self._pending.observe(self._ttft, seconds)

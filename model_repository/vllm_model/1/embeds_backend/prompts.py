@@ -20,12 +20,21 @@ def build_embeds_prompt(parsed: ParsedRequest, limits: EmbedsLimits, max_model_l
         tensor = parsed.embeds_tensor
     else:
         raise ValueError(f"a {parsed.kind.value} request without embeddings")
-    tensor = validate_embeds(tensor, limits)
+    tensor = validate_embeds(tensor, limits)  # every row sent is checked, kept or not
+    keep = parsed.options.truncate_prompt_tokens
+    if keep is not None and tensor.shape[0] > keep:
+        tensor = tensor[-keep:]  # vLLM's truncation: the last rows stay
     check_context_length(int(tensor.shape[0]), parsed.max_tokens, max_model_len)
     return {"prompt_embeds": tensor}
 
 
-def check_context_length(prompt_len: int, max_tokens: int, max_model_len: int) -> None:
+def check_context_length(
+    prompt_len: int, max_tokens: int, max_model_len: int, truncate_to: int | None = None
+) -> None:
+    """The check vLLM would make, before any work on the prompt's rows;
+    a prompt to be truncated counts at the length it will have."""
+    if truncate_to is not None:
+        prompt_len = min(prompt_len, truncate_to)
     if prompt_len + max_tokens > max_model_len:
         raise RequestRejected(
             Rule.TOO_LONG,

@@ -24,6 +24,7 @@ from .contract import (
     RETURN_CUMULATIVE_LOGPROB_INPUT,
     RETURN_FINISH_REASON_INPUT,
     RETURN_LOGPROBS_INPUT,
+    RETURN_MODEL_INFO_INPUT,
     RETURN_NUM_INPUT_TOKENS_INPUT,
     RETURN_NUM_OUTPUT_TOKENS_INPUT,
     SAMPLING_INPUT,
@@ -32,7 +33,7 @@ from .contract import (
     Rule,
 )
 from .errors import RequestRejected
-from .sampling import parse_sampling_parameters
+from .sampling import NO_REQUEST_OPTIONS, RequestOptions, parse_sampling_parameters, split_request_options
 
 # The dtype each raw-tensor input carries.
 EMBEDS_TENSOR_DTYPES = {
@@ -47,6 +48,8 @@ class PromptKind(str, Enum):
     EMBEDS_TENSOR = "embeds_tensor"
     EMBEDS_BASE64 = "embeds_base64"
     CHAT = "chat"
+    # No prompt: a question about the model (return_model_info).
+    MODEL_INFO = "model_info"
 
 
 @dataclass(frozen=True)
@@ -100,23 +103,35 @@ class ParsedRequest:
     messages: bytes | None = None
     chat_parameters: str | None = None
     extra_outputs: ExtraOutputs = NO_EXTRA_OUTPUTS
+    options: RequestOptions = NO_REQUEST_OPTIONS
 
     @property
     def max_tokens(self) -> int:
         return int(self.sampling["max_tokens"])
 
     @property
+    def n(self) -> int:
+        return int(self.sampling.get("n", 1))
+
+    @property
     def features(self) -> list[str]:
         """The generation features the request uses, for operators' metrics."""
-        used = []
-        if self.sampling.get("logprobs") is not None:
-            used.append("logprobs")
-        if self.extra_outputs.any:
-            used.append("extra_outputs")
-        return used
+        checks = {
+            "logprobs": self.sampling.get("logprobs") is not None,
+            "prompt_logprobs": self.sampling.get("prompt_logprobs") is not None,
+            "extra_outputs": self.extra_outputs.any,
+            "n": self.n > 1,
+            "structured": "structured_outputs" in self.sampling,
+            "adapter": self.options.lora_name is not None,
+            "truncate": self.options.truncate_prompt_tokens is not None,
+            "cache_salt": self.options.cache_salt is not None,
+        }
+        return [name for name, used in checks.items() if used]
 
 
 def parse_request(inputs: Mapping[str, Any], embeds_enabled: bool) -> ParsedRequest:
+    if inputs.get(RETURN_MODEL_INFO_INPUT):
+        return _parse_model_info_request(inputs)
     embeds_given = [name for name in EMBEDS_INPUTS if inputs.get(name) is not None]
     if embeds_given and not embeds_enabled:
         raise RequestRejected(
@@ -142,16 +157,19 @@ def parse_request(inputs: Mapping[str, Any], embeds_enabled: bool) -> ParsedRequ
             Rule.NO_PROMPT,
             f"no prompt: send {TEXT_INPUT}, {MESSAGES_INPUT} or one of {', '.join(EMBEDS_INPUTS)}",
         )
+    sampling, options = _parse_sampling(inputs)
     parsed = ParsedRequest(
         kind=PromptKind.TEXT,
-        sampling=parse_sampling_parameters(_decode_text(inputs.get(SAMPLING_INPUT))),
+        sampling=sampling,
         stream=bool(inputs.get(STREAM_INPUT) or False),
         exclude_input_in_output=bool(inputs.get(EXCLUDE_INPUT) or False),
         text=text,
         extra_outputs=ExtraOutputs.from_inputs(inputs),
+        options=options,
     )
     if embeds_given:  # embeds take precedence over text (Dynamo's rule)
         _attach_embeds(parsed, embeds_given[0], inputs[embeds_given[0]])
+        reject_prompt_logprobs(parsed.sampling)
     elif embeds_enabled and text is not None and EMBEDS_PLACEHOLDER in text:
         # With embeddings on, vLLM's tokenizer holds the placeholder as a
         # special token: in text it would become a token that is no text.
@@ -175,15 +193,56 @@ def _parse_chat_request(inputs: Mapping[str, Any], messages: Any, embeds_given: 
             f"{MESSAGES_INPUT} is the whole prompt; do not also send {', '.join(conflicting)} "
             f'(embeddings go in the messages as "prompt_embeds" parts)',
         )
+    sampling, options = _parse_sampling(inputs)
     return ParsedRequest(
         kind=PromptKind.CHAT,
-        sampling=parse_sampling_parameters(_decode_text(inputs.get(SAMPLING_INPUT))),
+        sampling=sampling,
         stream=bool(inputs.get(STREAM_INPUT) or False),
         embeds_tensor=inputs[embeds_given[0]] if embeds_given else None,
         messages=messages.encode("utf-8") if isinstance(messages, str) else messages,
         chat_parameters=_decode_text(inputs.get(CHAT_PARAMETERS_INPUT)),
         extra_outputs=ExtraOutputs.from_inputs(inputs),
+        options=options,
     )
+
+
+def _parse_sampling(inputs: Mapping[str, Any]) -> tuple[dict[str, Any], RequestOptions]:
+    sampling = parse_sampling_parameters(_decode_text(inputs.get(SAMPLING_INPUT)))
+    return sampling, split_request_options(sampling)
+
+
+def reject_prompt_logprobs(sampling: Mapping[str, Any]) -> None:
+    """Positions given as embeddings have no token whose logprob could be
+    reported: vLLM's server refuses the combination, and so does this model."""
+    if sampling.get("prompt_logprobs") is not None:
+        raise RequestRejected(
+            Rule.BAD_SAMPLING,
+            "prompt_logprobs is not compatible with prompt embeds; ask for it with text prompts",
+        )
+
+
+def check_adapter(options: RequestOptions, adapters: tuple[str, ...]) -> None:
+    if options.lora_name is not None and options.lora_name not in adapters:
+        known = ", ".join(adapters) if adapters else "none (this model has no multi_lora.json)"
+        raise RequestRejected(
+            Rule.UNKNOWN_ADAPTER, f"LoRA adapter {options.lora_name!r} is not served here; adapters: {known}"
+        )
+
+
+def _parse_model_info_request(inputs: Mapping[str, Any]) -> ParsedRequest:
+    """The question stands alone: anything that would make it a generation
+    request is a conflict, not silently ignored."""
+    others = [
+        name
+        for name, value in inputs.items()
+        if name != RETURN_MODEL_INFO_INPUT and value not in (None, False)
+    ]
+    if others:
+        raise RequestRejected(
+            Rule.PROMPT_CONFLICT,
+            f"{RETURN_MODEL_INFO_INPUT} is sent alone; this request also has {', '.join(sorted(others))}",
+        )
+    return ParsedRequest(kind=PromptKind.MODEL_INFO, sampling={})
 
 
 def _attach_embeds(parsed: ParsedRequest, name: str, value: Any) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from .contract import Rule
@@ -65,10 +66,31 @@ def _as_int_list(value: Any) -> list[int]:
     raise ValueError("expected a list of integers")
 
 
-# Keys a client may set, with the converter each value goes through. The
-# model returns one sequence per request, so `n` is accepted at 1 (clients of
-# Triton's vLLM backend and its OpenAI frontend send it) and keys that would
-# change the output's shape (best_of, output_kind) are not here.
+def _as_str(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    raise ValueError("expected a string")
+
+
+def _as_object(value: Any) -> dict[str, Any]:
+    """A JSON object, or a string holding one (Triton's vLLM backend's
+    clients send nested values as JSON strings)."""
+    if isinstance(value, str):
+        value = json.loads(value)
+    if isinstance(value, dict):
+        return value
+    raise ValueError("expected a JSON object")
+
+
+def _as_json_value(value: Any) -> Any:
+    """Any JSON value; a string is kept as sent (a JSON schema may come
+    serialized)."""
+    return value
+
+
+# Keys a client may set, with the converter each value goes through.
+# output_kind is the model's to choose (it follows the stream input) and
+# vLLM's v1 engine has no best_of.
 _CONVERTERS: dict[str, Callable[[Any], Any]] = {
     "max_tokens": _as_int,
     "min_tokens": _as_int,
@@ -90,8 +112,31 @@ _CONVERTERS: dict[str, Callable[[Any], Any]] = {
     # Top alternatives per generated token (the chosen token always comes
     # with its own); returned on the logprobs output (return_logprobs).
     "logprobs": _as_int_or_none,
+    # Per prompt position, as for logprobs; text prompts only (vLLM's rule).
+    "prompt_logprobs": _as_int_or_none,
+    # vLLM's StructuredOutputsParams: one of json, regex, choice, grammar,
+    # json_object, plus its whitespace options.
+    "structured_outputs": _as_object,
+    # The same constraints under vLLM's older request keys.
+    "guided_json": _as_json_value,
+    "guided_regex": _as_str,
+    "guided_choice": _as_str_list,
+    "guided_grammar": _as_str,
+    # About the request rather than the sampler (RequestOptions).
+    "lora_name": _as_str,
+    "truncate_prompt_tokens": _as_int,
+    "cache_salt": _as_str,
 }
 ALLOWED_KEYS = tuple(sorted(_CONVERTERS))
+# The older guided_* keys and the structured_outputs field each stands for.
+_GUIDED_KEYS = {
+    "guided_json": "json",
+    "guided_regex": "regex",
+    "guided_choice": "choice",
+    "guided_grammar": "grammar",
+}
+STRUCTURED_KINDS = ("json", "regex", "choice", "grammar", "json_object")
+_STRUCTURED_OPTIONS = ("disable_any_whitespace", "disable_additional_properties", "whitespace_pattern")
 DEFAULT_MAX_TOKENS = 16
 # Bounds on what a client can make the engine carry per request: vLLM checks
 # every stop string against each new token, so an unbounded list is a cheap
@@ -102,6 +147,37 @@ MAX_STOP_STRING_CHARS = 1024
 MAX_STOP_TOKEN_IDS = 1024
 # vLLM's own default max_logprobs; the engine enforces model.json's value too.
 MAX_LOGPROBS = 20
+# Sequences per request: each is a full generation, so n multiplies the cost.
+MAX_N = 16
+# A schema, regex or grammar is compiled by the engine: bounded so one request
+# cannot make it compile something huge. (The JSON above bounds it too.)
+MAX_STRUCTURED_BYTES = 32 * 1024
+MAX_CHOICES = 256
+MAX_CACHE_SALT_CHARS = 256
+
+
+@dataclass(frozen=True)
+class RequestOptions:
+    """The keys of sampling_parameters that configure the request rather
+    than the sampler: taken out before the rest becomes SamplingParams."""
+
+    lora_name: str | None = None
+    # Keep only the prompt's last N positions (vLLM's left truncation).
+    truncate_prompt_tokens: int | None = None
+    # Prefix-cache sharing happens only between requests with the same salt.
+    cache_salt: str | None = None
+
+
+NO_REQUEST_OPTIONS = RequestOptions()
+
+
+def split_request_options(params: dict[str, Any]) -> RequestOptions:
+    """Remove the request options from validated parameters and return them."""
+    return RequestOptions(
+        lora_name=params.pop("lora_name", None),
+        truncate_prompt_tokens=params.pop("truncate_prompt_tokens", None),
+        cache_salt=params.pop("cache_salt", None),
+    )
 
 
 def parse_sampling_parameters(text: str | None) -> dict[str, Any]:
@@ -127,6 +203,9 @@ def parse_sampling_parameters(text: str | None) -> dict[str, Any]:
     params = {key: _convert(key, value) for key, value in raw.items()}
     params.setdefault("max_tokens", DEFAULT_MAX_TOKENS)
     _check_ranges(params)
+    _merge_guided_keys(params)
+    if "structured_outputs" in params:
+        params["structured_outputs"] = _check_structured(params["structured_outputs"])
     return params
 
 
@@ -159,12 +238,24 @@ def _check_ranges(params: dict[str, Any]) -> None:
         ("frequency_penalty", lambda v: -2.0 <= v <= 2.0, "must be in [-2, 2]"),
         ("repetition_penalty", lambda v: 0.0 < v <= 100.0, "must be in (0, 100]"),
         ("seed", lambda v: v is None or -(2**63) <= v < 2**63, "must fit in 64 bits"),
-        ("n", lambda v: v == 1, "is not supported: this model returns one sequence per request (n=1)"),
+        ("n", lambda v: 1 <= v <= MAX_N, f"must be between 1 and {MAX_N}"),
         (
             "logprobs",
             lambda v: v is None or 0 <= v <= MAX_LOGPROBS,
             f"must be between 0 and {MAX_LOGPROBS} (top alternatives per token)",
         ),
+        (
+            "prompt_logprobs",
+            lambda v: v is None or 0 <= v <= MAX_LOGPROBS,
+            f"must be between 0 and {MAX_LOGPROBS} (top alternatives per prompt token)",
+        ),
+        ("truncate_prompt_tokens", lambda v: v >= 1, "must be at least 1 (the prompt positions kept)"),
+        (
+            "cache_salt",
+            lambda v: 0 < len(v) <= MAX_CACHE_SALT_CHARS,
+            f"must be 1 to {MAX_CACHE_SALT_CHARS} characters",
+        ),
+        ("lora_name", lambda v: 0 < len(v) <= 256, "must be an adapter's name"),
     ]
     for key, ok, requirement in rules:
         if key in params and not ok(params[key]):
@@ -197,3 +288,71 @@ def _check_lists(params: dict[str, Any]) -> None:
             Rule.BAD_SAMPLING,
             f"sampling parameter stop_token_ids has {len(ids)} entries; at most {MAX_STOP_TOKEN_IDS}",
         )
+
+
+def _merge_guided_keys(params: dict[str, Any]) -> None:
+    """vLLM's older guided_* keys become the structured_outputs they stand
+    for; one request may use one form, with one constraint."""
+    guided = {field: params.pop(key) for key, field in _GUIDED_KEYS.items() if key in params}
+    if not guided:
+        return
+    if "structured_outputs" in params or len(guided) > 1:
+        used = sorted(guided) + (["structured_outputs"] if "structured_outputs" in params else [])
+        raise RequestRejected(
+            Rule.BAD_SAMPLING, f"use one structured output constraint per request, got {', '.join(used)}"
+        )
+    params["structured_outputs"] = guided
+
+
+def _check_structured(spec: dict[str, Any]) -> dict[str, Any]:
+    """Exactly one constraint, known option keys, and a size bound; whether
+    the schema, regex or grammar is valid is the engine's front end's check
+    (its error comes back as INVALID_ARG too)."""
+    unknown = sorted(set(spec) - set(STRUCTURED_KINDS) - set(_STRUCTURED_OPTIONS))
+    if unknown:
+        raise RequestRejected(
+            Rule.BAD_SAMPLING,
+            f"structured_outputs has unknown keys {', '.join(map(repr, unknown))}; accepted: "
+            f"{', '.join(STRUCTURED_KINDS + _STRUCTURED_OPTIONS)}",
+        )
+    kinds = [kind for kind in STRUCTURED_KINDS if spec.get(kind) is not None]
+    if len(kinds) != 1:
+        raise RequestRejected(
+            Rule.BAD_SAMPLING,
+            f"structured_outputs needs exactly one of {', '.join(STRUCTURED_KINDS)}, got {len(kinds)}",
+        )
+    kind = kinds[0]
+    value = spec[kind]
+    size = len(value) if isinstance(value, str) else len(json.dumps(value))
+    if size > MAX_STRUCTURED_BYTES:
+        raise RequestRejected(
+            Rule.BAD_SAMPLING,
+            f"structured_outputs.{kind} is {size} characters long, above the limit of {MAX_STRUCTURED_BYTES}",
+        )
+    _check_structured_type(kind, value)
+    return spec
+
+
+def _check_structured_type(kind: str, value: Any) -> None:
+    valid = {
+        "json": isinstance(value, dict) or (isinstance(value, str) and bool(value.strip())),
+        "regex": isinstance(value, str) and bool(value),
+        "grammar": isinstance(value, str) and bool(value.strip()),
+        "json_object": value is True,
+        "choice": isinstance(value, list)
+        and 0 < len(value) <= MAX_CHOICES
+        and all(isinstance(c, str) and c for c in value),
+    }[kind]
+    if not valid:
+        raise RequestRejected(
+            Rule.BAD_SAMPLING, f"structured_outputs.{kind} must be {_STRUCTURED_SHAPES[kind]}"
+        )
+
+
+_STRUCTURED_SHAPES = {
+    "json": "a JSON schema (an object, or a string holding one)",
+    "regex": "a non-empty regular expression",
+    "grammar": "a non-empty grammar (EBNF or Lark)",
+    "json_object": "true",
+    "choice": f"a list of 1 to {MAX_CHOICES} non-empty strings",
+}

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -48,28 +48,56 @@ class ModelFile:
     engine_args: dict[str, Any]
     # Jinja text that replaces the tokenizer's chat template.
     chat_template: str | None = None
+    # LoRA adapters from multi_lora.json: name -> directory.
+    lora_adapters: dict[str, str] = field(default_factory=dict)
+
+
+# Beside model.json, as in Triton's vLLM backend: {"adapter name": "path"}.
+MULTI_LORA_FILE = "multi_lora.json"
 
 
 def load_model_file(model_json: Path, repository_root: Path) -> ModelFile:
     """`chat_template` is the template itself (Jinja: it has a "{") or a
-    file path, relative to model.json's directory or else the project root."""
+    file path, relative to model.json's directory or else the project root.
+    Adapter paths in multi_lora.json are found the same way."""
     args = load_engine_args(model_json, repository_root)
+    bases = (model_json.parent, repository_root)
     template = args.pop("chat_template", None)
     if template is not None:
         if not isinstance(template, str) or not template:
             raise ValueError(f"{model_json}: chat_template must be Jinja text or a file path")
         if "{" not in template:
-            template = _read_template(template, (model_json.parent, repository_root), model_json)
-    return ModelFile(args, template)
+            template = _find(template, bases, model_json, "chat_template file").read_text()
+    adapters = load_lora_adapters(model_json.parent / MULTI_LORA_FILE, bases, bool(args.get("enable_lora")))
+    return ModelFile(args, template, adapters)
 
 
-def _read_template(path: str, bases: tuple[Path, ...], model_json: Path) -> str:
+def load_lora_adapters(path: Path, bases: tuple[Path, ...], lora_enabled: bool) -> dict[str, str]:
+    """Checked at load, so a typo fails the model rather than every request
+    that names the adapter."""
+    if not path.exists():
+        return {}
+    if not lora_enabled:
+        raise ValueError(f'{path} declares LoRA adapters: set "enable_lora": true in model.json')
+    declared = json.loads(path.read_text())
+    if not isinstance(declared, dict) or not all(isinstance(v, str) and k for k, v in declared.items()):
+        raise ValueError(f'{path} must map adapter names to directories: {{"name": "path"}}')
+    adapters = {}
+    for name, directory in declared.items():
+        found = directory if os.path.isabs(directory) else str(_find(directory, bases, path, "adapter"))
+        if not (Path(found) / "adapter_config.json").is_file():
+            raise ValueError(f"{path}: adapter {name!r} at {found} has no adapter_config.json")
+        adapters[name] = found
+    return adapters
+
+
+def _find(relative: str, bases: tuple[Path, ...], source: Path, what: str) -> Path:
     for base in bases:
-        candidate = base / path
-        if candidate.is_file():
-            return candidate.read_text()
+        candidate = base / relative
+        if candidate.exists():
+            return candidate
     searched = ", ".join(str(base) for base in bases)
-    raise ValueError(f"{model_json}: chat_template file {path!r} not found (looked in {searched})")
+    raise ValueError(f"{source}: {what} {relative!r} not found (looked in {searched})")
 
 
 def load_engine_args(model_json: Path, repository_root: Path) -> dict[str, Any]:

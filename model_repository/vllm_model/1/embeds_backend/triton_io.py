@@ -16,12 +16,15 @@ import triton_python_backend_utils as pb_utils
 
 from .contract import (
     BOOL_INPUTS,
+    CHOICE_INDEX_OUTPUT,
     CUMULATIVE_LOGPROB_OUTPUT,
     EMBEDS_TENSOR_INPUTS,
     FINISH_REASON_OUTPUT,
     INPUT_TOKENS_OUTPUT,
     LOGPROBS_OUTPUT,
+    MODEL_INFO_OUTPUT,
     OUTPUT_TOKENS_OUTPUT,
+    PROMPT_LOGPROBS_OUTPUT,
     STRING_INPUTS,
     TEXT_OUTPUT,
     ErrorKind,
@@ -70,7 +73,7 @@ class StepOutputs:
     cumulative logprob after them."""
 
     new_tokens: int = 0
-    logprobs: list[dict[int, dict[str, Any]]] | None = None
+    logprobs: list[dict[int, dict[str, Any]] | None] | None = None
     cumulative_logprob: float | None = None
 
     def merge(self, later: StepOutputs) -> None:
@@ -81,6 +84,21 @@ class StepOutputs:
             self.cumulative_logprob = later.cumulative_logprob
 
 
+@dataclass
+class Choice:
+    """Which of a request's sequences a response belongs to, and what only
+    some responses carry: the prompt's logprobs (JSON) go on the first."""
+
+    index: int = 0
+    # Set when the request asked for n > 1: responses then name their choice,
+    # and each choice's last response carries its finish reason.
+    multiple: bool = False
+    prompt_logprobs: str | None = None
+
+
+SINGLE_CHOICE = Choice()
+
+
 def make_response(
     text: str,
     finish_reason: str | None,
@@ -88,28 +106,41 @@ def make_response(
     final: bool = True,
     extras: ExtraOutputs = NO_EXTRA_OUTPUTS,
     step: StepOutputs | None = None,
+    choice: Choice = SINGLE_CHOICE,
 ) -> Any:
     """A response with data. The last carries the text and the request's
-    totals; one before it the text alone. Each return_* input the request set
-    adds its output to every response, with Triton's vLLM backend's meaning
-    (num_output_tokens then counts this response's tokens, also on the last)."""
+    totals (over all its choices); one before it the text alone. Each
+    return_* input the request set adds its output to every response, with
+    Triton's vLLM backend's meaning (num_output_tokens then counts this
+    response's tokens, also on the last)."""
     step = step or StepOutputs()
     tensors = [_text_tensor(text)]
-    if final or extras.finish_reason:
+    if final or extras.finish_reason or (choice.multiple and finish_reason):
         reason = (finish_reason or "") if final else str(finish_reason)
-        tensors.append(pb_utils.Tensor(FINISH_REASON_OUTPUT, np.array([reason.encode()], dtype=np.object_)))
+        tensors.append(_string_tensor(FINISH_REASON_OUTPUT, reason))
     if final or extras.num_input_tokens:
         tensors.append(pb_utils.Tensor(INPUT_TOKENS_OUTPUT, np.array([usage.prompt_tokens], dtype=np.uint32)))
     if final or extras.num_output_tokens:
         count = step.new_tokens if extras.num_output_tokens else usage.completion_tokens
         tensors.append(pb_utils.Tensor(OUTPUT_TOKENS_OUTPUT, np.array([count], dtype=np.uint32)))
     if extras.logprobs:
-        encoded = json.dumps(step.logprobs).encode()
-        tensors.append(pb_utils.Tensor(LOGPROBS_OUTPUT, np.array([encoded], dtype=np.object_)))
+        tensors.append(_string_tensor(LOGPROBS_OUTPUT, json.dumps(step.logprobs)))
     if extras.cumulative_logprob:
         value = float("nan") if step.cumulative_logprob is None else step.cumulative_logprob
         tensors.append(pb_utils.Tensor(CUMULATIVE_LOGPROB_OUTPUT, np.array([value], dtype=np.float32)))
+    if choice.multiple:
+        tensors.append(pb_utils.Tensor(CHOICE_INDEX_OUTPUT, np.array([choice.index], dtype=np.uint32)))
+    if choice.prompt_logprobs is not None:
+        tensors.append(_string_tensor(PROMPT_LOGPROBS_OUTPUT, choice.prompt_logprobs))
     return pb_utils.InferenceResponse(output_tensors=tensors)
+
+
+def make_model_info_response(info: dict[str, Any]) -> Any:
+    return pb_utils.InferenceResponse(output_tensors=[_string_tensor(MODEL_INFO_OUTPUT, json.dumps(info))])
+
+
+def _string_tensor(name: str, value: str) -> Any:
+    return pb_utils.Tensor(name, np.array([value.encode("utf-8")], dtype=np.object_))
 
 
 def make_text_response(text: str) -> Any:
@@ -121,7 +152,7 @@ def make_text_response(text: str) -> Any:
 
 
 def _text_tensor(text: str) -> Any:
-    return pb_utils.Tensor(TEXT_OUTPUT, np.array([text.encode("utf-8")], dtype=np.object_))
+    return _string_tensor(TEXT_OUTPUT, text)
 
 
 def rejected(rule: str, message: str) -> Any:
@@ -175,17 +206,30 @@ class ClientStream:
 
 
 @dataclass
-class _Outbox:
-    """What is waiting to be sent to one request's client."""
+class _Segment:
+    """One choice's output waiting to be sent."""
 
-    stream: ClientStream
     text: list[str] = field(default_factory=list)
     finish_reason: str | None = None
+    step: StepOutputs = field(default_factory=StepOutputs)
+    prompt_logprobs: str | None = None
+
+
+@dataclass
+class _Outbox:
+    """What is waiting to be sent to one request's client: a segment per
+    choice with new output, in arrival order."""
+
+    stream: ClientStream
+    segments: dict[int, _Segment] = field(default_factory=dict)
+    multiple: bool = False
     usage: Usage | None = None
     final: bool = False
+    # The choice whose output ended the request: its response goes last,
+    # with the final flag.
+    final_choice: int = 0
     error: Any | None = None
     extras: ExtraOutputs = NO_EXTRA_OUTPUTS
-    step: StepOutputs = field(default_factory=StepOutputs)
 
 
 class ResponseSender:
@@ -220,16 +264,25 @@ class ResponseSender:
         final: bool,
         extras: ExtraOutputs = NO_EXTRA_OUTPUTS,
         step: StepOutputs | None = None,
+        choice: Choice = SINGLE_CHOICE,
     ) -> None:
         with self._lock:
             box = self._outbox(stream)
-            box.text.append(text)
-            box.usage = usage
-            box.finish_reason = finish_reason or box.finish_reason
-            box.final = box.final or final
-            box.extras = extras
+            segment = box.segments.setdefault(choice.index, _Segment())
+            segment.text.append(text)
+            segment.finish_reason = finish_reason or segment.finish_reason
+            segment.prompt_logprobs = segment.prompt_logprobs or choice.prompt_logprobs
             if step is not None:
-                box.step.merge(step)
+                segment.step.merge(step)
+            box.usage = usage
+            box.multiple = choice.multiple
+            box.extras = extras
+            if final:
+                box.final, box.final_choice = True, choice.index
+
+    def send_one(self, stream: ClientStream, response: Any) -> None:
+        """Answer a request with this one response, which ends it."""
+        self.finish(stream, response)
 
     def finish(self, stream: ClientStream, error: Any | None = None) -> None:
         """End the request: with an error response, or with the final flag alone."""
@@ -274,15 +327,25 @@ def _deliver(box: _Outbox) -> None:
     and the error is what ends the request."""
     try:
         if box.usage is not None:  # text was queued: every delta brings its usage
-            text = "".join(box.text)
-            if not box.final and not box.extras.any:
-                box.stream.send(make_text_response(text))
-            else:
-                response = make_response(text, box.finish_reason, box.usage, box.final, box.extras, box.step)
-                data_is_final = box.final and box.error is None
-                box.stream.send(response, flags=FINAL if data_is_final else 0)
+            _deliver_segments(box)
     finally:
         if box.error is not None:
             box.stream.send(box.error, flags=FINAL)
         elif box.final and box.usage is None:
             box.stream.send(flags=FINAL)
+
+
+def _deliver_segments(box: _Outbox) -> None:
+    assert box.usage is not None
+    order = sorted(box.segments, key=lambda index: box.final and index == box.final_choice)
+    for position, index in enumerate(order):
+        segment = box.segments[index]
+        text = "".join(segment.text)
+        final = box.final and position == len(order) - 1
+        choice = Choice(index, box.multiple, segment.prompt_logprobs)
+        if not final and not box.extras.any and not box.multiple and choice.prompt_logprobs is None:
+            box.stream.send(make_text_response(text))
+            continue
+        reason = segment.finish_reason
+        response = make_response(text, reason, box.usage, final, box.extras, segment.step, choice)
+        box.stream.send(response, flags=FINAL if final and box.error is None else 0)
