@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import json
-
 import base64
+import json
 import struct
 import threading
 
@@ -191,13 +190,13 @@ def test_structured_outputs_normalize_to_one_constraint():
     as_object = parse_sampling_parameters(json.dumps({"structured_outputs": {"json": schema}}))
     as_string = parse_sampling_parameters(json.dumps({"structured_outputs": json.dumps({"json": schema})}))
     older_key = parse_sampling_parameters(json.dumps({"guided_json": schema}))
-    assert as_object["structured_outputs"] == as_string["structured_outputs"] == older_key["structured_outputs"]
+    assert as_object["structured_outputs"] == as_string["structured_outputs"] == {"json": schema}
     assert older_key["structured_outputs"] == {"json": schema} and "guided_json" not in older_key
 
 
 def test_structured_constraints_are_bounded():
     huge = "a" * (MAX_STRUCTURED_BYTES + 1)
-    with pytest.raises(RequestRejected, match="structured_outputs.regex is 32769 characters long"):
+    with pytest.raises(RequestRejected, match=r"structured_outputs\.regex is 32769 characters long"):
         parse_sampling_parameters(json.dumps({"structured_outputs": {"regex": huge}}))
     many = [f"c{i}" for i in range(257)]
     with pytest.raises(RequestRejected, match="1 to 256 non-empty strings"):
