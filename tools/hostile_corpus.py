@@ -25,6 +25,7 @@ from triton_embeds.protocol import (
     EMBEDS_FP16_INPUT,
     EMBEDS_FP32_INPUT,
     EMBEDS_PLACEHOLDER,
+    RETURN_MODEL_INFO_INPUT,
     SAMPLING_INPUT,
     TEXT_INPUT,
 )
@@ -676,7 +677,9 @@ def sampling_cases() -> list[HostileCase]:
         HostileCase(
             "sampling_unknown_key", text_with({"max_tokenz": 8}), "bad_sampling", "unknown sampling parameter"
         ),
-        HostileCase("sampling_n_many", text_with({"n": 1000}), "bad_sampling", "n=1000 is not supported"),
+        HostileCase(
+            "sampling_n_many", text_with({"n": 1000}), "bad_sampling", "n=1000 must be between 1 and 16"
+        ),
         HostileCase(
             "sampling_negative_temperature",
             text_with({"temperature": -1}),
@@ -971,6 +974,82 @@ def chat_part_cases(base64_cases: list[HostileCase]) -> list[HostileCase]:
     return [moved(case) for case in chosen.values()]
 
 
+def generation_feature_cases() -> list[HostileCase]:
+    """Structured outputs, adapters and prompt options: our bounds first,
+    then what only the engine's front end can judge (a schema, regex or
+    grammar it cannot compile), all INVALID_ARG before generation."""
+
+    def text_with(sampling: dict) -> Callable[[], dict[str, np.ndarray]]:
+        return lambda: make_inputs(text="hi", sampling=sampling)
+
+    wide_schema = {"type": "object", "properties": {f"field_{i}": {"type": "string"} for i in range(1500)}}
+    return [
+        HostileCase(
+            "structured_huge_schema",
+            text_with({"structured_outputs": {"json": wide_schema}}),
+            "bad_sampling",
+            "above the limit of 32768",
+        ),
+        HostileCase(
+            "structured_two_constraints",
+            text_with({"structured_outputs": {"regex": "a+", "choice": ["a"]}}),
+            "bad_sampling",
+            "exactly one of",
+        ),
+        HostileCase(
+            "structured_choice_flood",
+            text_with({"guided_choice": [f"c{i}" for i in range(5000)]}),
+            "bad_sampling",
+            "1 to 256 non-empty strings",
+        ),
+        HostileCase(
+            "structured_broken_schema",
+            text_with({"structured_outputs": {"json": '{"type": "objec'}}),
+            "engine_validation",
+            "Invalid JSON grammar specification",
+        ),
+        HostileCase(
+            "structured_backreference_regex",
+            text_with({"guided_regex": "(a)\\1"}),
+            "engine_validation",
+            "regex",
+        ),
+        HostileCase(
+            "structured_grammar_without_root",
+            text_with({"guided_grammar": 'foo ::= "x"'}),
+            "engine_validation",
+            "grammar",
+        ),
+        HostileCase(
+            "adapter_unknown",
+            text_with({"lora_name": "../../etc/passwd"}),
+            "unknown_adapter",
+            "is not served here",
+        ),
+        HostileCase(
+            "prompt_logprobs_with_embeds",
+            lambda: make_inputs(embeds=good().numpy(), sampling={"prompt_logprobs": 1}),
+            "bad_sampling",
+            "not compatible with prompt embeds",
+        ),
+        HostileCase(
+            "truncate_to_nothing",
+            text_with({"truncate_prompt_tokens": 0}),
+            "bad_sampling",
+            "must be at least 1",
+        ),
+        HostileCase(
+            "cache_salt_flood", text_with({"cache_salt": "s" * 10_000}), "bad_sampling", "1 to 256 characters"
+        ),
+        HostileCase(
+            "model_info_with_prompt",
+            lambda: {**make_inputs(text="hi"), RETURN_MODEL_INFO_INPUT: np.array([True])},
+            "prompt_conflict",
+            "return_model_info is sent alone",
+        ),
+    ]
+
+
 def hostile_corpus(marker: str) -> list[HostileCase]:
     cases = [
         *base64_cases(),
@@ -983,6 +1062,7 @@ def hostile_corpus(marker: str) -> list[HostileCase]:
         *value_cases(),
         *request_cases(),
         *sampling_cases(),
+        *generation_feature_cases(),
         *chat_cases(),
     ]
     cases += chat_part_cases(cases)

@@ -44,7 +44,12 @@ from embeds_backend.embeds import (
 )
 from embeds_backend.errors import RequestRejected
 from embeds_backend.request_parsing import ParsedRequest, PromptKind, parse_request
-from embeds_backend.sampling import ALLOWED_KEYS, parse_sampling_parameters
+from embeds_backend.sampling import (
+    ALLOWED_KEYS,
+    MAX_STRUCTURED_BYTES,
+    STRUCTURED_KINDS,
+    parse_sampling_parameters,
+)
 from tools.fuzz.inputs import (
     BYTE_MUTATORS,
     SAVE_DTYPES,
@@ -410,6 +415,11 @@ EXPECTED_TYPES = {
 
 def assert_valid_sampling(params: dict[str, Any]) -> None:
     assert set(params) <= set(ALLOWED_KEYS) and params["max_tokens"] >= 1
+    assert not any(key.startswith("guided_") for key in params)  # folded into structured_outputs
+    structured = params.get("structured_outputs")
+    if structured is not None:
+        assert sum(structured.get(kind) is not None for kind in STRUCTURED_KINDS) == 1, structured
+        assert len(json.dumps(structured)) <= MAX_STRUCTURED_BYTES + 1024
     for key, value in params.items():
         expected = EXPECTED_TYPES.get(key)
         assert expected is None or type(value) is expected, (key, value)
@@ -431,6 +441,28 @@ def parse_or_reject(text: str) -> None:
 @fuzz_settings(200)
 @given(raw=SAMPLING_JSON)
 def test_sampling_json_is_parsed_or_rejected(raw: dict[str, Any]):
+    parse_or_reject(json.dumps(raw))
+
+
+GUIDED_KEYS = ("guided_json", "guided_regex", "guided_choice", "guided_grammar")
+STRUCTURED_SPECS = st.dictionaries(
+    st.sampled_from([*STRUCTURED_KINDS, "disable_any_whitespace", "whitespace_pattern"])
+    | st.text(max_size=6),
+    JSON_VALUES
+    | st.lists(st.text(max_size=4), max_size=4)
+    | st.dictionaries(st.text(max_size=4), JSON_VALUES),
+    max_size=3,
+)
+
+
+@fuzz_settings(200)
+@given(spec=STRUCTURED_SPECS, as_string=st.booleans(), guided=st.sampled_from([None, *GUIDED_KEYS]))
+def test_structured_output_specs_are_one_checked_constraint_or_rejected(
+    spec: dict[str, Any], as_string: bool, guided: str | None
+):
+    raw: dict[str, Any] = {"structured_outputs": json.dumps(spec) if as_string else spec}
+    if guided is not None:
+        raw[guided] = spec.get("regex", "x")
     parse_or_reject(json.dumps(raw))
 
 
