@@ -998,7 +998,7 @@ def generation_feature_cases() -> list[HostileCase]:
         ),
         HostileCase(
             "structured_choice_flood",
-            text_with({"guided_choice": [f"c{i}" for i in range(5000)]}),
+            text_with({"guided_choice": [f"c{i}" for i in range(1000)]}),
             "bad_sampling",
             "1 to 256 non-empty strings",
         ),

@@ -8,6 +8,11 @@ a JSON list with one entry per token new in that response:
 the chosen token first, then the top alternatives (the chosen token appears
 once, so an entry has k or k + 1 items). Nothing here runs for a call that
 did not ask for logprobs.
+
+The prompt's logprobs (the `prompt_logprobs` sampling key) come once per
+request, on its first response, as a list with an entry per prompt position
+in the same layout (None for the first position); they are returned as vLLM's
+OpenAI server returns them, that layout unchanged.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from openai.types.chat.chat_completion_token_logprob import TopLogprob
 from openai.types.completion_choice import Logprobs
 
 from ._errors import InternalServerError
-from ._types import TokenLogprobs
+from ._types import PromptLogprobs, TokenLogprobs
 
 # Most alternatives per token: vLLM's default `max_logprobs`, the server's limit.
 MAX_LOGPROBS = 20
@@ -51,11 +56,6 @@ def chat_top_logprobs(logprobs: bool | None, top_logprobs: int | None) -> int | 
     return (top_logprobs or 0) if logprobs else None
 
 
-def check_n(n: int | None) -> None:
-    if n is not None and n != 1:
-        raise ValueError(f"n={n!r} is not supported: this model returns one sequence per prompt (n=1)")
-
-
 def _check_count(name: str, value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_LOGPROBS:
         raise ValueError(
@@ -76,6 +76,29 @@ def parse_logprobs(raw: str | bytes) -> list[TokenLogprobs] | None:
     if entries is not None and not isinstance(entries, list):
         raise InternalServerError("the server sent a logprobs output that is not a list")
     return entries
+
+
+def parse_prompt_logprobs(raw: str | bytes) -> PromptLogprobs:
+    """A request's `prompt_logprobs` output: an entry per prompt position,
+    None for the first, as vLLM gives them."""
+    try:
+        entries = json.loads(raw)
+    except ValueError:
+        raise InternalServerError("the server sent a prompt_logprobs output that is not JSON") from None
+    if not isinstance(entries, list) or not all(e is None or isinstance(e, dict) for e in entries):
+        raise InternalServerError("the server sent a prompt_logprobs output that is not a list of entries")
+    return entries
+
+
+def clamp_prompt_logprobs(entries: PromptLogprobs) -> PromptLogprobs:
+    """The prompt's logprobs as vLLM's OpenAI server returns them: its
+    layout unchanged, -inf reported as -9999.0 so the JSON stays valid."""
+    return [
+        None
+        if entry is None
+        else {key: {**value, "logprob": max(value["logprob"], _FLOOR)} for key, value in entry.items()}
+        for entry in entries
+    ]
 
 
 def completion_logprobs(entries: Iterable[TokenLogprobs], top: int, offset: int = 0) -> tuple[Logprobs, int]:

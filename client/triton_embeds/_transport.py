@@ -7,10 +7,14 @@ Resources never reach into the client object itself.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncGenerator
-from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from contextlib import aclosing
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal, Protocol
 
+from ._adapters import LORA_KEY, AdapterIndex, ServedModel, read_served_models
+from ._errors import APIError, APITimeoutError, NotFoundError
 from ._types import Delta, GenerateRequest
 
 EmbedsTransport = Literal["binary", "base64"]
@@ -32,20 +36,90 @@ class Transport(Protocol):
         """(name, state) of every model in the server's repository index."""
         ...
 
+    async def model_info(self, model: str) -> dict[str, Any]:
+        """The model's answer to a request with `return_model_info` alone."""
+        ...
+
     async def close(self) -> None: ...
 
 
 @dataclass
 class Connection:
-    """A transport and the settings every request of one client shares."""
+    """A transport, the settings every request of one client shares, and
+    what the client has learnt of the server: model inputs and adapters."""
 
     transport: Transport
     embeds_transport: EmbedsTransport
     timeout: float | None
+    adapters: AdapterIndex = field(default_factory=AdapterIndex, init=False, repr=False)
     _inputs: dict[str, frozenset[str]] = field(default_factory=dict, init=False, repr=False)
 
     async def model_inputs(self, model: str) -> frozenset[str]:
-        """The model's input names, read once: they pick the embeddings dtype."""
-        if model not in self._inputs:
-            self._inputs[model] = await self.transport.model_inputs(model)
-        return self._inputs[model]
+        """The input names of `model`, or of the base model of an adapter of
+        that name: they pick the embeddings dtype."""
+        base = self.adapters.base_of(model)
+        if base is not None:
+            return await self._config_inputs(base)
+        try:
+            return await self._config_inputs(model)
+        except NotFoundError:
+            base = await self._find_base(model)
+            if base is None:
+                raise
+            return await self._config_inputs(base)
+
+    async def _config_inputs(self, name: str) -> frozenset[str]:
+        """A Triton model's input names, read once."""
+        if name not in self._inputs:
+            self._inputs[name] = await self.transport.model_inputs(name)
+        return self._inputs[name]
+
+    async def served_models(self) -> list[ServedModel]:
+        """The ready models with their model info; refreshes the adapter index."""
+        ready = [name for name, state in await self.transport.list_models() if state == "READY"]
+        models = await read_served_models(ready, self._config_inputs, self._model_info)
+        self.adapters.update(models)
+        return models
+
+    async def _model_info(self, name: str) -> dict[str, Any]:
+        """Bounded by the client's timeout: a listing waits on every model."""
+        try:
+            return await asyncio.wait_for(self.transport.model_info(name), self.timeout)
+        except asyncio.TimeoutError:
+            raise APITimeoutError(f"model {name!r} did not answer the model-info request in time") from None
+
+    async def _find_base(self, name: str) -> str | None:
+        """The base model of adapter `name`, read afresh; None when no ready
+        model serves it (or the server cannot be asked now)."""
+        try:
+            await self.served_models()
+        except APIError:
+            return None
+        return self.adapters.base_of(name)
+
+    async def generate(self, model: str, requests: list[GenerateRequest]) -> AsyncGenerator[Delta, None]:
+        """The transport's deltas of `requests` to `model`: a Triton model, or
+        an adapter, whose requests go to its base model with `lora_name`.
+        An unknown name is looked up once Triton says it has no such model:
+        a request to a model it does not have never ran, so it is safe to
+        send again. A request that names its adapter itself goes as it is."""
+        explicit = any(LORA_KEY in request.sampling for request in requests)
+        base = None if explicit else self.adapters.base_of(model)
+        if base is None:
+            started = False
+            try:
+                async with aclosing(self.transport.generate(model, requests)) as deltas:
+                    async for delta in deltas:
+                        started = True
+                        yield delta
+                return
+            except NotFoundError:
+                if started or explicit:
+                    raise
+                base = await self._find_base(model)
+                if base is None:
+                    raise
+        adapted = [replace(request, sampling={**request.sampling, LORA_KEY: model}) for request in requests]
+        async with aclosing(self.transport.generate(base, adapted)) as deltas:
+            async for delta in deltas:
+                yield delta

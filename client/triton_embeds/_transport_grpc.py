@@ -21,6 +21,7 @@ from typing import Any
 import grpc
 from tritonclient.grpc import InferResult, service_pb2, service_pb2_grpc
 
+from ._adapters import parse_model_info
 from ._errors import (
     APIConnectionError,
     APIError,
@@ -30,15 +31,19 @@ from ._errors import (
     NotFoundError,
     error_from_message,
 )
-from ._logprobs import parse_logprobs
+from ._logprobs import parse_logprobs, parse_prompt_logprobs
 from ._types import Delta, GenerateRequest, TensorPayload, TokenLogprobs
 from .protocol import (
+    CHOICE_INDEX_OUTPUT,
     EXCLUDE_INPUT,
     FINISH_REASON_OUTPUT,
     INPUT_TOKENS_OUTPUT,
     LOGPROBS_OUTPUT,
+    MODEL_INFO_OUTPUT,
     OUTPUT_TOKENS_OUTPUT,
+    PROMPT_LOGPROBS_OUTPUT,
     RETURN_LOGPROBS_INPUT,
+    RETURN_MODEL_INFO_INPUT,
     SAMPLING_INPUT,
     STREAM_INPUT,
     TEXT_OUTPUT,
@@ -84,6 +89,26 @@ class GrpcTransport:
         request = service_pb2.RepositoryIndexRequest(ready=False)
         response = await self._unary(self._service().RepositoryIndex, request)
         return [(model.name, model.state) for model in response.models]
+
+    async def model_info(self, model: str) -> dict[str, Any]:
+        """Over the stream, as every request to a decoupled model goes."""
+        message = service_pb2.ModelInferRequest(model_name=model, id="model_info")
+        name, datatype, shape, data = _bool(RETURN_MODEL_INFO_INPUT, True)
+        message.inputs.add(name=name, datatype=datatype).shape.extend(shape)
+        message.raw_input_contents.append(data)
+        call = self._service().ModelStreamInfer(iter([message]), timeout=self._timeout)
+        try:
+            async for response in call:
+                if response.error_message:
+                    raise error_from_message(response.error_message)
+                raw = InferResult(response.infer_response).as_numpy(MODEL_INFO_OUTPUT)
+                if raw is not None:
+                    return parse_model_info(raw.reshape(-1)[0])
+        except grpc.aio.AioRpcError as exc:
+            raise error_from_rpc(exc) from None
+        finally:
+            call.cancel()
+        raise InternalServerError(f"model {model!r} answered without its model_info")
 
     async def _unary(self, method: Any, request: Any) -> Any:
         try:
@@ -168,29 +193,41 @@ def _bool(name: str, value: bool) -> _Input:
 
 def _parse_response(response: Any, logprobs: bool = False) -> tuple[Delta | None, bool]:
     """The delta of one response and whether it was the request's last;
-    `logprobs`: whether a request of the call asked for them."""
+    `logprobs`: whether a request of the call asked for them. Responses
+    before a request's last carry the text alone, or (n > 1) the text, the
+    choice and, on each choice's last, its finish reason; only the
+    request's last has the token counts."""
     parameters = response.parameters
     final = "triton_final_response" in parameters and parameters["triton_final_response"].bool_param
     result = InferResult(response)
     text = result.as_numpy(TEXT_OUTPUT)
     if text is None:  # the flags-only final response
         return None, final
-    index, text = int(response.id or 0), text.reshape(-1)[0].decode("utf-8")
-    entries = _logprobs(result) if logprobs else None
-    finish_reason = result.as_numpy(FINISH_REASON_OUTPUT)
-    if finish_reason is None:  # a streamed response before the last: text (and logprobs) only
-        return Delta(index, text, logprobs=entries), final
+    finish_reason = _first(result, FINISH_REASON_OUTPUT)
+    prompt_logprobs = _first(result, PROMPT_LOGPROBS_OUTPUT)
     delta = Delta(
-        index=index,
-        text=text,
-        finish_reason=finish_reason.reshape(-1)[0].decode() or None,
-        prompt_tokens=int(result.as_numpy(INPUT_TOKENS_OUTPUT).reshape(-1)[0]),
-        completion_tokens=int(result.as_numpy(OUTPUT_TOKENS_OUTPUT).reshape(-1)[0]),
-        logprobs=entries,
+        index=int(response.id or 0),
+        text=text.reshape(-1)[0].decode("utf-8"),
+        finish_reason=None if finish_reason is None else finish_reason.decode() or None,
+        prompt_tokens=_optional_int(_first(result, INPUT_TOKENS_OUTPUT)),
+        completion_tokens=_optional_int(_first(result, OUTPUT_TOKENS_OUTPUT)),
+        logprobs=_logprobs(result) if logprobs else None,
+        choice=_optional_int(_first(result, CHOICE_INDEX_OUTPUT)) or 0,
+        prompt_logprobs=None if prompt_logprobs is None else parse_prompt_logprobs(prompt_logprobs),
     )
     return delta, final
 
 
+def _first(result: InferResult, name: str) -> Any:
+    """The output's one element; None when the response does not carry it."""
+    array = result.as_numpy(name)
+    return None if array is None else array.reshape(-1)[0]
+
+
+def _optional_int(value: Any) -> int | None:
+    return None if value is None else int(value)
+
+
 def _logprobs(result: InferResult) -> list[TokenLogprobs] | None:
-    raw = result.as_numpy(LOGPROBS_OUTPUT)
-    return None if raw is None else parse_logprobs(raw.reshape(-1)[0])
+    raw = _first(result, LOGPROBS_OUTPUT)
+    return None if raw is None else parse_logprobs(raw)

@@ -26,22 +26,28 @@ from urllib.parse import quote
 
 import aiohttp
 
+from ._adapters import parse_model_info
 from ._concurrency import merge
 from ._errors import (
     APIConnectionError,
     APITimeoutError,
+    InternalServerError,
     error_from_http_status,
     error_from_message,
 )
-from ._logprobs import parse_logprobs
+from ._logprobs import parse_logprobs, parse_prompt_logprobs
 from ._types import Delta, GenerateRequest
 from .protocol import (
+    CHOICE_INDEX_OUTPUT,
     EXCLUDE_INPUT,
     FINISH_REASON_OUTPUT,
     INPUT_TOKENS_OUTPUT,
     LOGPROBS_OUTPUT,
+    MODEL_INFO_OUTPUT,
     OUTPUT_TOKENS_OUTPUT,
+    PROMPT_LOGPROBS_OUTPUT,
     RETURN_LOGPROBS_INPUT,
+    RETURN_MODEL_INFO_INPUT,
     SAMPLING_INPUT,
     STREAM_INPUT,
     TEXT_OUTPUT,
@@ -78,6 +84,18 @@ class HttpTransport:
         index = await self._json("POST", self._url("v2", "repository", "index"), json={})
         return [(entry["name"], entry.get("state", "")) for entry in index]
 
+    async def model_info(self, model: str) -> dict[str, Any]:
+        url = self._url("v2", "models", model, "generate_stream")
+        with _mapped_errors(self._base_url):
+            async with self._http().post(url, json={RETURN_MODEL_INFO_INPUT: True}) as response:
+                if response.status != 200:
+                    content = await response.read()
+                    raise error_from_http_status(response.status, _message(_decode_event(content), content))
+                async for event in _sse_events(response):
+                    if MODEL_INFO_OUTPUT in event:
+                        return parse_model_info(str(event[MODEL_INFO_OUTPUT]))
+        raise InternalServerError(f"model {model!r} answered without its model_info")
+
     async def _json(self, method: str, url: str, **kwargs: Any) -> Any:
         with _mapped_errors(self._base_url):
             async with self._http().request(method, url, **kwargs) as response:
@@ -99,7 +117,7 @@ class HttpTransport:
         with _mapped_errors(self._base_url):
             response = await self._http().post(url, json=_body(request))
             try:
-                async for event in _events(response):
+                async for event in _events(response, request.n):
                     yield _delta(request.index, event, request.return_logprobs)
             except BaseException:
                 response.close()  # drop the connection: the server cancels the request
@@ -112,17 +130,27 @@ class HttpTransport:
         self._session = self._loop = None
 
 
-async def _events(response: aiohttp.ClientResponse) -> AsyncGenerator[dict[str, Any], None]:
-    """Server-sent events up to the one with a finish reason; a rejected
-    request gets an error status with one JSON error object instead."""
+async def _events(response: aiohttp.ClientResponse, n: int = 1) -> AsyncGenerator[dict[str, Any], None]:
+    """Server-sent events up to the request's last; a rejected request gets
+    an error status with one JSON error object instead."""
     if response.status != 200:
         content = await response.read()
         raise error_from_http_status(response.status, _message(_decode_event(content), content))
     async for event in _sse_events(response):
         yield event
-        if event.get(FINISH_REASON_OUTPUT):
+        if _is_last(event, n):
             return
     raise APIConnectionError("the server closed the stream before the request finished")
+
+
+def _is_last(event: dict[str, Any], n: int) -> bool:
+    """The events carry no final flag. With one sequence the one with a
+    finish reason is the last; with n > 1 every sequence's last has one, and
+    the request's last is the one with the token counts (totals), which
+    nothing before it carries: no return_num_* input is ever sent."""
+    if n == 1:
+        return bool(event.get(FINISH_REASON_OUTPUT))
+    return INPUT_TOKENS_OUTPUT in event
 
 
 @contextmanager
@@ -183,8 +211,9 @@ def _message(event: dict[str, Any], content: bytes) -> str:
 
 def _delta(index: int, event: dict[str, Any], logprobs: bool = False) -> Delta:
     """One event's delta; `logprobs`: whether the request asked for them
-    (the output, a BYTES tensor, comes as its JSON text)."""
+    (BYTES outputs such as logprobs come as their JSON text)."""
     raw = event.get(LOGPROBS_OUTPUT) if logprobs else None
+    prompt_logprobs = event.get(PROMPT_LOGPROBS_OUTPUT)
     return Delta(
         index=index,
         text=str(event.get(TEXT_OUTPUT, "")),
@@ -192,8 +221,14 @@ def _delta(index: int, event: dict[str, Any], logprobs: bool = False) -> Delta:
         prompt_tokens=_optional_int(event.get(INPUT_TOKENS_OUTPUT)),
         completion_tokens=_optional_int(event.get(OUTPUT_TOKENS_OUTPUT)),
         logprobs=None if raw is None else parse_logprobs(raw),
+        choice=_optional_int(event.get(CHOICE_INDEX_OUTPUT)) or 0,
+        prompt_logprobs=None if prompt_logprobs is None else parse_prompt_logprobs(prompt_logprobs),
     )
 
 
 def _optional_int(value: Any) -> int | None:
+    """A one-element number output: Triton's generate API gives it as a
+    scalar; a list is taken too."""
+    if isinstance(value, list):
+        value = value[0] if value else None
     return None if value is None else int(value)

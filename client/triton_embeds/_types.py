@@ -20,6 +20,9 @@ from .protocol import CHAT_PARAMETERS_INPUT, EMBEDS_BASE64_INPUT, MESSAGES_INPUT
 # string, as JSON keys are) to its "logprob", "rank" and "decoded_token", the
 # chosen token first, then its top alternatives.
 TokenLogprobs = dict[str, dict[str, Any]]
+# The model's `prompt_logprobs` output: an entry per prompt position, laid out
+# as TokenLogprobs, None for the first position (nothing precedes it).
+PromptLogprobs = list[TokenLogprobs | None]
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,11 @@ class GenerateRequest:
     chat_parameters: str | None = None
     return_logprobs: bool = False
 
+    @property
+    def n(self) -> int:
+        """Sequences asked for (the `n` sampling key; the server's default is 1)."""
+        return int(self.sampling.get("n") or 1)
+
     def prompt_inputs(self) -> list[tuple[str, str | TensorPayload]]:
         """The inputs that carry the prompt, by Triton input name: strings
         for BYTES inputs, a TensorPayload for the raw embeddings input."""
@@ -77,7 +85,13 @@ class Delta:
     """One response of the model: new text and, on a prompt's last response,
     its finish reason and token counts (None on the streamed ones before).
     `logprobs` has an entry per token new in this response when the request
-    asked for them, else None."""
+    asked for them, else None.
+
+    `index` is the prompt (the request) it answers and `choice` which of
+    that request's n sequences: with n > 1 each sequence's last response
+    has its finish reason, and only the request's last has the token
+    counts, totalled over its sequences. `prompt_logprobs` comes on a
+    request's first response when the sampling parameters asked for it."""
 
     index: int
     text: str
@@ -85,6 +99,8 @@ class Delta:
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     logprobs: list[TokenLogprobs] | None = None
+    choice: int = 0
+    prompt_logprobs: PromptLogprobs | None = None
 
 
 @dataclass

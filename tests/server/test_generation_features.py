@@ -15,6 +15,7 @@ from tools.infer import Result, grpc_infer, make_inputs
 from tools.metrics import metric_value
 from tools.paths import SMOLLM2_DIR, TINY_MODEL_DIR
 from tools.server.repository import TINY_ADAPTER
+from triton_embeds import Client
 from triton_embeds._encoding import encode_prompt_embeds
 from triton_embeds._text_embeddings import text_to_embeddings
 from triton_embeds.protocol import (
@@ -27,6 +28,7 @@ from triton_embeds.protocol import (
 )
 
 GREEDY = {"temperature": 0, "max_tokens": 8, "ignore_eos": True}
+GREEDY_ARGS = {"temperature": 0, "max_tokens": 8, "extra_body": {"ignore_eos": True}}
 
 
 def infer(grpc_url: str, model: str, **request) -> Result:
@@ -288,3 +290,81 @@ def test_feature_use_is_counted(grpc_url, metrics_url):
     sampling = {"n": 2, "lora_name": TINY_ADAPTER, "guided_regex": "[ab]{2}", "max_tokens": 4}
     infer(grpc_url, "tiny", text="hi", sampling=sampling)
     assert {feature: count(feature) for feature in features} == {f: v + 1 for f, v in before.items()}
+
+
+# -- the client maps them to openai-python's parameters and types ------------------------------
+
+
+@pytest.fixture(params=["grpc", "http"])
+def client_url(request, grpc_url, http_url) -> str:
+    return grpc_url if request.param == "grpc" else f"http://{http_url}"
+
+
+def test_client_n_gives_indexed_choices_and_summed_usage(client_url, three):
+    # SAMPLED as the client's arguments
+    arguments = {"n": 3, "seed": 7, "temperature": 1.0, "max_tokens": 6, "extra_body": {"ignore_eos": True}}
+    with Client(client_url) as client:
+        completion = client.completions.create(model="tiny", prompt="hello", **arguments)
+        usage = {"include_usage": True}
+        chunks = list(
+            client.completions.create(
+                model="tiny", prompt="hello", stream=True, stream_options=usage, **arguments
+            )
+        )
+    assert {choice.index: choice.text for choice in completion.choices} == choices(three)
+    assert completion.usage.completion_tokens == 18
+    streamed: dict[int, str] = {}
+    for chunk in chunks:
+        for choice in chunk.choices:
+            streamed[choice.index] = streamed.get(choice.index, "") + choice.text
+    assert streamed == choices(three) and chunks[-1].usage.completion_tokens == 18
+
+
+def test_client_chat_response_format_json_schema(client_url):
+    with Client(client_url) as client:
+        reply = client.chat.completions.create(
+            model="smollm2",
+            messages=[{"role": "user", "content": "Which city is the capital of France? Answer in JSON."}],
+            max_tokens=48,
+            temperature=0,
+            response_format={"type": "json_schema", "json_schema": {"name": "city", "schema": CITY_SCHEMA}},
+            extra_body={"structured_outputs": {"disable_any_whitespace": True}},
+        )
+    jsonschema.validate(json.loads(reply.choices[0].message.content), CITY_SCHEMA)
+
+
+def test_client_lists_adapters_and_selects_one_by_model_name(client_url, grpc_url):
+    with Client(client_url) as client:
+        listed = {model.id: model for model in client.models.list().data}
+        adapted = client.completions.create(model=TINY_ADAPTER, prompt="hello world", **GREEDY_ARGS)
+        base = client.completions.create(model="tiny", prompt="hello world", **GREEDY_ARGS)
+    assert {"tiny", "smollm2", TINY_ADAPTER} <= set(listed)
+    assert listed[TINY_ADAPTER].parent == "tiny"
+    direct = infer(
+        grpc_url,
+        "tiny",
+        text="hello world",
+        sampling={**GREEDY, "lora_name": TINY_ADAPTER},
+        exclude_input=True,
+    )
+    assert adapted.choices[0].text == direct.text != base.choices[0].text
+    assert adapted.model == TINY_ADAPTER
+
+
+def test_client_passes_prompt_options_and_prompt_logprobs_through(client_url):
+    rows = np.random.default_rng(5).standard_normal((20, 128)).astype(np.float32)
+    with Client(client_url) as client:
+        options = {"ignore_eos": True, "truncate_prompt_tokens": 5, "cache_salt": "t"}
+        truncated = client.completions.create(
+            model="tiny", prompt_embeds=rows, temperature=0, max_tokens=8, extra_body=options
+        )
+        last_rows = client.completions.create(model="tiny", prompt_embeds=rows[-5:], **GREEDY_ARGS)
+        scored = client.completions.create(
+            model="smollm2",
+            prompt="The capital of France is",
+            max_tokens=1,
+            extra_body={"prompt_logprobs": 1},
+        )
+    assert truncated.usage.prompt_tokens == 5 and truncated.choices[0].text == last_rows.choices[0].text
+    positions = scored.choices[0].prompt_logprobs
+    assert positions[0] is None and len(positions) == scored.usage.prompt_tokens

@@ -354,7 +354,7 @@ def test_every_prompt_of_a_call_asks_for_logprobs() -> None:
         ({"logprobs": 21}, "logprobs must be an integer from 0 to 20"),
         ({"logprobs": True}, "logprobs must be an integer"),
         ({"logprobs": "3"}, "logprobs must be an integer"),
-        ({"n": 2}, "one sequence per prompt"),
+        ({"n": 17}, "n must be an integer from 1 to 16"),
     ],
 )
 def test_completion_arguments_out_of_range_are_refused_before_sending(
@@ -373,7 +373,7 @@ def test_completion_arguments_out_of_range_are_refused_before_sending(
         ({"logprobs": False, "top_logprobs": 0}, "needs logprobs=True"),
         ({"logprobs": True, "top_logprobs": 21}, "top_logprobs must be an integer from 0 to 20"),
         ({"logprobs": True, "top_logprobs": -1}, "top_logprobs must be an integer from 0 to 20"),
-        ({"n": 3}, "one sequence per prompt"),
+        ({"n": 0}, "n must be an integer from 1 to 16"),
     ],
 )
 def test_chat_arguments_out_of_range_are_refused_before_sending(params: dict[str, Any], match: str) -> None:

@@ -1,6 +1,7 @@
 """What the completions and chat resources share: a call's run under its
 deadline, token usage, joining deltas into whole answers (texts and their
-logprobs), streamed chunks, and the synchronous face of an async `create`."""
+logprobs, one per choice), streamed chunks, and the synchronous face of an
+async `create`."""
 
 from __future__ import annotations
 
@@ -12,11 +13,13 @@ from typing import Any, TypedDict, TypeVar
 
 from openai.types import CompletionUsage
 
+from .._choices import choice_number
 from .._concurrency import LoopThread, with_deadline
 from .._errors import InternalServerError
+from .._logprobs import clamp_prompt_logprobs
 from .._streaming import AsyncStream, Stream
 from .._transport import Connection
-from .._types import Delta, GenerateRequest, TokenLogprobs
+from .._types import Delta, GenerateRequest, PromptLogprobs, TokenLogprobs
 
 T = TypeVar("T")
 C = TypeVar("C")
@@ -35,6 +38,7 @@ class GenerationParams(TypedDict, total=False):
     presence_penalty: float | None
     frequency_penalty: float | None
     n: int | None
+    response_format: dict[str, Any] | None
     stream_options: dict[str, Any] | None
     extra_body: dict[str, Any] | None
     timeout: float | None
@@ -47,9 +51,10 @@ NOT_GIVEN: Any = object()
 def generate(
     connection: Connection, model: str, requests: list[GenerateRequest], timeout: float | None
 ) -> AsyncGenerator[Delta, None]:
-    """The deltas of a call's requests, bounded as a whole by `timeout`."""
+    """The deltas of a call's requests to `model` (a Triton model or an
+    adapter), bounded as a whole by `timeout`."""
     deadline = connection.timeout if timeout is NOT_GIVEN else timeout
-    return with_deadline(connection.transport.generate(model, requests), deadline)
+    return with_deadline(connection.generate(model, requests), deadline)
 
 
 def include_usage(stream_options: dict[str, Any] | None) -> bool:
@@ -76,31 +81,43 @@ class TokenCounts:
 
 @dataclass(frozen=True)
 class Answer:
-    """One prompt's whole answer; `logprobs` has an entry per generated
-    token when the call asked for them, else none."""
+    """One choice's whole answer; `logprobs` has an entry per generated
+    token when the call asked for them, else none. `prompt_logprobs` are its
+    prompt's (every choice of a prompt has the same), when asked for."""
 
     text: str
     finish_reason: str
     logprobs: list[TokenLogprobs]
+    prompt_logprobs: PromptLogprobs | None = None
 
 
-async def collect(deltas: AsyncGenerator[Delta, None], count: int, tokens: TokenCounts) -> list[Answer]:
-    """The answer of each of `count` prompts, by index."""
-    texts: dict[int, list[str]] = {index: [] for index in range(count)}
-    logprobs: dict[int, list[TokenLogprobs]] = {index: [] for index in range(count)}
+async def collect(
+    deltas: AsyncGenerator[Delta, None], count: int, tokens: TokenCounts, n: int = 1
+) -> list[Answer]:
+    """The answer of each of the `n` choices of each of `count` prompts, by
+    choice index (see `_choices`)."""
+    texts: dict[int, list[str]] = {number: [] for number in range(count * n)}
+    logprobs: dict[int, list[TokenLogprobs]] = {number: [] for number in range(count * n)}
     reasons: dict[int, str] = {}
+    prompt_logprobs: dict[int, PromptLogprobs] = {}
     async with aclosing(deltas):
         async for delta in deltas:
             tokens.count(delta)
-            texts[delta.index].append(delta.text)
+            number = choice_number(delta, n)
+            texts[number].append(delta.text)
             if delta.logprobs is not None:
-                logprobs[delta.index].extend(delta.logprobs)
+                logprobs[number].extend(delta.logprobs)
             if delta.finish_reason:
-                reasons[delta.index] = delta.finish_reason
+                reasons[number] = delta.finish_reason
+            if delta.prompt_logprobs is not None:
+                prompt_logprobs[delta.index] = clamp_prompt_logprobs(delta.prompt_logprobs)
     missing = sorted(set(texts) - set(reasons))
     if missing:
-        raise InternalServerError(f"the server ended prompt(s) {missing} without a finish reason")
-    return [Answer("".join(texts[index]), reasons[index], logprobs[index]) for index in range(count)]
+        raise InternalServerError(f"the server ended choice(s) {missing} without a finish reason")
+    return [
+        Answer("".join(texts[number]), reasons[number], logprobs[number], prompt_logprobs.get(number // n))
+        for number in range(count * n)
+    ]
 
 
 async def stream_chunks(

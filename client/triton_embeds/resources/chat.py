@@ -3,8 +3,10 @@
 The model applies its chat template to the conversation. Responses are
 openai's own `ChatCompletion` and `ChatCompletionChunk` objects, built
 without validation as openai-python builds them, so the server's "abort"
-finish reason passes through unchanged. A stream starts with a chunk whose
-delta has the role, as OpenAI's and vLLM's do.
+finish reason passes through unchanged. A stream starts each choice with a
+chunk whose delta has the role, as OpenAI's and vLLM's do. The prompt's
+logprobs, when asked for, are the response's `prompt_logprobs`, as vLLM's
+server puts them (an extra field of openai's types).
 """
 
 from __future__ import annotations
@@ -24,14 +26,17 @@ from openai.types.chat.chat_completion_chunk import ChoiceLogprobs as ChunkChoic
 from typing_extensions import Unpack
 
 from .._chat_messages import ChatMessage
+from .._choices import check_n, choice_number
 from .._concurrency import LoopThread
-from .._logprobs import chat_logprobs, chat_top_logprobs, check_n
+from .._logprobs import chat_logprobs, chat_top_logprobs, clamp_prompt_logprobs
 from .._requests import build_chat_request, sampling_parameters, split_chat_parameters
 from .._streaming import AsyncStream, Stream
+from .._structured import with_response_format
 from .._transport import Connection
-from .._types import Delta
+from .._types import Delta, PromptLogprobs
 from ._generation import (
     NOT_GIVEN,
+    Answer,
     GenerationParams,
     TokenCounts,
     call_sync,
@@ -102,6 +107,7 @@ class AsyncChatCompletions:
         logprobs: bool | None = None,
         top_logprobs: int | None = None,
         n: int | None = None,
+        response_format: dict[str, Any] | None = None,
         stream: bool = False,
         stream_options: dict[str, Any] | None = None,
         extra_body: dict[str, Any] | None = None,
@@ -116,20 +122,31 @@ class AsyncChatCompletions:
         `{"type": "prompt_embeds", "data": X}`, X one prompt's (S, H) or
         (1, S, H) embeddings as a torch.Tensor, numpy array, base64 string
         (vLLM's form) or torch.save bytes; it stands where it is among the
-        text. `max_completion_tokens` wins over `max_tokens`, as in vLLM;
-        with neither, the model's default applies. `extra_body` may carry
-        vLLM's `add_generation_prompt`, `continue_final_message` and
-        `chat_template_kwargs`, and further sampling keys such as
-        `ignore_eos`. `logprobs=True` gives the choice, and each streamed
-        chunk for its own tokens, openai's `ChoiceLogprobs`: every token with
-        its log probability, UTF-8 bytes and `top_logprobs` (0 to 20, 0 by
-        default) alternatives, as vLLM gives them. `n` may only be 1.
-        `timeout` and `stream` behave as in `client.completions.create`.
+        text. `model` is a Triton model or one of its LoRA adapters, as
+        `client.models.list()` shows them. `max_completion_tokens` wins over
+        `max_tokens`, as in vLLM; with neither, the model's default applies.
+        `n` (1 to 16) answers are choices 0 to n - 1. `logprobs=True` gives
+        each choice, and each streamed chunk for its own tokens, openai's
+        `ChoiceLogprobs`: every token with its log probability, UTF-8 bytes
+        and `top_logprobs` (0 to 20, 0 by default) alternatives, as vLLM
+        gives them. `response_format` constrains the answer as in vLLM:
+        `{"type": "json_schema", "json_schema": {"name": ..., "schema":
+        {...}}}` to the schema, `{"type": "json_object"}` to any JSON object,
+        `{"type": "text"}` not at all.
+
+        `extra_body` may carry vLLM's `add_generation_prompt`,
+        `continue_final_message` and `chat_template_kwargs`, and any further
+        key of the server's sampling parameters, as in
+        `client.completions.create` (`prompt_logprobs` then gives the
+        response's `prompt_logprobs`; the server refuses it for a
+        conversation with embeddings). `timeout` and `stream` behave as in
+        `client.completions.create`.
         """
         top = chat_top_logprobs(logprobs, top_logprobs)
         check_n(n)
         connection = self._connection
         chat_parameters, extra = split_chat_parameters(dict(extra_body or {}))
+        extra = with_response_format(extra, response_format)
         sampling = sampling_parameters(
             extra,
             max_tokens=max_completion_tokens if max_completion_tokens is not None else max_tokens,
@@ -141,7 +158,9 @@ class AsyncChatCompletions:
             presence_penalty=presence_penalty,
             frequency_penalty=frequency_penalty,
             logprobs=top,
+            n=None if n == 1 else n,
         )
+        sequences = check_n(sampling.get("n"))  # extra_body may set it too
         request = await build_chat_request(
             messages=messages,
             chat_parameters=chat_parameters,
@@ -152,7 +171,7 @@ class AsyncChatCompletions:
             return_logprobs=top is not None,
         )
         deltas = generate(connection, model, [request], timeout)
-        builder = _ChatBuilder(model=model, top_logprobs=top)
+        builder = _ChatBuilder(model=model, n=sequences, top_logprobs=top)
         if not stream:
             return await builder.completion(deltas)
         return await AsyncStream.start(builder.chunks(deltas, include_usage(stream_options)))
@@ -229,30 +248,34 @@ class _ChatBuilder:
     `top_logprobs` is the call's (None: no logprobs asked for)."""
 
     model: str
+    n: int = 1
     top_logprobs: int | None = None
     id: str = field(default_factory=lambda: f"chatcmpl-{uuid.uuid4().hex}")
     created: int = field(default_factory=lambda: int(time.time()))
     tokens: TokenCounts = field(default_factory=TokenCounts)
-    _role_sent: bool = False
+    _started: set[int] = field(default_factory=set, init=False, repr=False)
 
     async def completion(self, deltas: AsyncGenerator[Delta, None]) -> ChatCompletion:
-        [answer] = await collect(deltas, 1, self.tokens)
-        message = ChatCompletionMessage.model_construct(role="assistant", content=answer.text)
-        logprobs = None
-        if self.top_logprobs is not None:
-            content = chat_logprobs(answer.logprobs, self.top_logprobs)
-            logprobs = ChoiceLogprobs.model_construct(content=content)
-        choice = Choice.model_construct(
-            index=0, message=message, finish_reason=answer.finish_reason, logprobs=logprobs
-        )
+        answers = await collect(deltas, 1, self.tokens, self.n)
         return ChatCompletion.model_construct(
             id=self.id,
-            choices=[choice],
+            choices=[self._choice(number, answer) for number, answer in enumerate(answers)],
             created=self.created,
             model=self.model,
             object="chat.completion",
             system_fingerprint=None,
             usage=self.tokens.usage(),
+            **_prompt_logprobs(answers[0].prompt_logprobs),
+        )
+
+    def _choice(self, number: int, answer: Answer) -> Choice:
+        message = ChatCompletionMessage.model_construct(role="assistant", content=answer.text)
+        logprobs = None
+        if self.top_logprobs is not None:
+            content = chat_logprobs(answer.logprobs, self.top_logprobs)
+            logprobs = ChoiceLogprobs.model_construct(content=content)
+        return Choice.model_construct(
+            index=number, message=message, finish_reason=answer.finish_reason, logprobs=logprobs
         )
 
     def chunks(
@@ -261,35 +284,49 @@ class _ChatBuilder:
         return stream_chunks(deltas, self.tokens, self._chunks, self._usage_chunk if usage else None)
 
     def _chunks(self, delta: Delta) -> list[ChatCompletionChunk]:
-        """The role first, once the model has answered (so a rejected request
-        still raises from `create`); then each text delta, the last with the
-        finish reason, each with its tokens' logprobs when asked for. Empty
-        deltas are skipped, as vLLM skips them."""
+        """Each choice's role first, once the model has answered for it (so
+        a rejected request still raises from `create`); then each text
+        delta, a choice's last with its finish reason, each with its tokens'
+        logprobs when asked for. Empty deltas are skipped, as vLLM skips
+        them; the prompt's logprobs ride on the chunk that brought them."""
+        number = choice_number(delta, self.n)
         chunks = []
-        if not self._role_sent:
-            self._role_sent = True
-            chunks.append(self._chunk(ChoiceDelta.model_construct(role="assistant", content=""), None))
-        if delta.text or delta.finish_reason or delta.logprobs:
+        if number not in self._started:
+            self._started.add(number)
+            role = ChoiceDelta.model_construct(role="assistant", content="")
+            chunks.append(self._chunk(number, role, None))
+        if delta.text or delta.finish_reason or delta.logprobs or delta.prompt_logprobs is not None:
             logprobs = None
             if self.top_logprobs is not None:
                 content = chat_logprobs(delta.logprobs or (), self.top_logprobs)
                 logprobs = ChunkChoiceLogprobs.model_construct(content=content)
             content_delta = ChoiceDelta.model_construct(content=delta.text)
-            chunks.append(self._chunk(content_delta, delta.finish_reason, logprobs))
+            chunk = self._chunk(number, content_delta, delta.finish_reason, logprobs, delta.prompt_logprobs)
+            chunks.append(chunk)
         return chunks
 
     def _chunk(
-        self, delta: ChoiceDelta, finish_reason: str | None, logprobs: ChunkChoiceLogprobs | None = None
+        self,
+        number: int,
+        delta: ChoiceDelta,
+        finish_reason: str | None,
+        logprobs: ChunkChoiceLogprobs | None = None,
+        prompt_logprobs: PromptLogprobs | None = None,
     ) -> ChatCompletionChunk:
         choice = ChunkChoice.model_construct(
-            index=0, delta=delta, finish_reason=finish_reason, logprobs=logprobs
+            index=number, delta=delta, finish_reason=finish_reason, logprobs=logprobs
         )
-        return self._make([choice], None)
+        return self._make([choice], None, prompt_logprobs)
 
     def _usage_chunk(self, usage: CompletionUsage) -> ChatCompletionChunk:
         return self._make([], usage)
 
-    def _make(self, choices: list[ChunkChoice], usage: CompletionUsage | None) -> ChatCompletionChunk:
+    def _make(
+        self,
+        choices: list[ChunkChoice],
+        usage: CompletionUsage | None,
+        prompt_logprobs: PromptLogprobs | None = None,
+    ) -> ChatCompletionChunk:
         return ChatCompletionChunk.model_construct(
             id=self.id,
             choices=choices,
@@ -298,4 +335,12 @@ class _ChatBuilder:
             object="chat.completion.chunk",
             system_fingerprint=None,
             usage=usage,
+            **_prompt_logprobs(prompt_logprobs),
         )
+
+
+def _prompt_logprobs(entries: PromptLogprobs | None) -> dict[str, Any]:
+    """The extra `prompt_logprobs` field, as vLLM's chat responses have it
+    beside `choices`; set only when there are some, so other responses dump
+    exactly as openai's own."""
+    return {} if entries is None else {"prompt_logprobs": clamp_prompt_logprobs(entries)}

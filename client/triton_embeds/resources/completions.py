@@ -2,7 +2,9 @@
 
 Responses are openai's own `Completion` objects, built without validation as
 openai-python builds them, so the server's "abort" finish reason and the
-`None` finish reason of mid-stream chunks pass through unchanged.
+`None` finish reason of mid-stream chunks pass through unchanged. A choice
+carries `prompt_logprobs` as vLLM's server puts it there (an extra field of
+openai's type), only when asked for.
 """
 
 from __future__ import annotations
@@ -17,12 +19,14 @@ from openai.types import Completion, CompletionChoice, CompletionUsage
 from openai.types.completion_choice import Logprobs
 from typing_extensions import Unpack
 
+from .._choices import check_n, choice_number
 from .._concurrency import LoopThread
-from .._logprobs import check_n, completion_logprobs, completion_top_logprobs
+from .._logprobs import clamp_prompt_logprobs, completion_logprobs, completion_top_logprobs
 from .._requests import build_requests, sampling_parameters
 from .._streaming import AsyncStream, Stream
+from .._structured import with_response_format
 from .._transport import Connection
-from .._types import Delta, TokenLogprobs
+from .._types import Delta, PromptLogprobs, TokenLogprobs
 from ._generation import (
     NOT_GIVEN,
     GenerationParams,
@@ -79,6 +83,7 @@ class AsyncCompletions:
         frequency_penalty: float | None = None,
         logprobs: int | None = None,
         n: int | None = None,
+        response_format: dict[str, Any] | None = None,
         stream: bool = False,
         stream_options: dict[str, Any] | None = None,
         extra_body: dict[str, Any] | None = None,
@@ -89,21 +94,33 @@ class AsyncCompletions:
         `prompt_embeds`: torch.Tensor, numpy array, base64 string (as vLLM's
         and Dynamo's API take it), torch.save bytes, or a list of these;
         (S, H) and (1, S, H) are one prompt, (B, S, H) or a list are several,
-        answered as choices with matching `index`. `extra_body` may carry
-        `prompt_embeds` (with `prompt=""`, as in vLLM's docs) and further
-        sampling keys such as `ignore_eos` or `min_tokens`. `logprobs=k`
-        (0 to 20) gives each choice, and each streamed chunk for its own
-        tokens, openai's `Logprobs`: every token, its log probability, a dict
-        of it and its top k alternatives, and its offset into the text, as
-        vLLM gives them. `n` may only be 1. `timeout` bounds the whole
-        request, streamed or not; on expiry it is cancelled. With
-        `stream=True` this returns once the first chunk has arrived, so a
-        rejected request raises here, as in openai-python.
+        answered as choices with matching `index`. `model` is a Triton
+        model or one of its LoRA adapters, as `client.models.list()` shows
+        them. `n` (1 to 16) sequences per prompt are choices `p * n + s`, as
+        in vLLM. `logprobs=k` (0 to 20) gives each choice, and each streamed
+        chunk for its own tokens, openai's `Logprobs`: every token, its log
+        probability, a dict of it and its top k alternatives, and its offset
+        into the text, as vLLM gives them. `response_format`
+        (`{"type": "json_object"}` or `{"type": "json_schema", "json_schema":
+        {"schema": ...}}`) constrains the text, as in vLLM.
+
+        `extra_body` may carry `prompt_embeds` (with `prompt=""`, as in
+        vLLM's docs) and any further key of the server's sampling
+        parameters, which it checks by name: `ignore_eos`, `min_tokens`,
+        `structured_outputs` (or vLLM's `guided_json`, `guided_regex`,
+        `guided_choice`, `guided_grammar`), `lora_name` (with the base model
+        as `model`), `truncate_prompt_tokens`, `cache_salt`, and
+        `prompt_logprobs=k` (text prompts only), which puts the prompt's
+        logprobs on each choice as `choice.prompt_logprobs`, as vLLM does.
+
+        `timeout` bounds the whole request, streamed or not; on expiry it is
+        cancelled. With `stream=True` this returns once the first chunk has
+        arrived, so a rejected request raises here, as in openai-python.
         """
         top_logprobs = completion_top_logprobs(logprobs)
         check_n(n)
         connection = self._connection
-        extra = dict(extra_body or {})
+        extra = with_response_format(dict(extra_body or {}), response_format)
         embeds_from_extra = extra.pop("prompt_embeds", None)
         sampling = sampling_parameters(
             extra,
@@ -116,7 +133,9 @@ class AsyncCompletions:
             presence_penalty=presence_penalty,
             frequency_penalty=frequency_penalty,
             logprobs=top_logprobs,
+            n=None if n == 1 else n,
         )
+        sequences = check_n(sampling.get("n"))  # extra_body may set it too
         requests = await build_requests(
             prompt=prompt,
             prompt_embeds=prompt_embeds if prompt_embeds is not None else embeds_from_extra,
@@ -127,7 +146,7 @@ class AsyncCompletions:
             return_logprobs=top_logprobs is not None,
         )
         deltas = generate(connection, model, requests, timeout)
-        builder = _Builder(model=model, count=len(requests), top_logprobs=top_logprobs)
+        builder = _Builder(model=model, count=len(requests), n=sequences, top_logprobs=top_logprobs)
         if not stream:
             return await builder.completion(deltas)
         return await AsyncStream.start(builder.chunks(deltas, include_usage(stream_options)))
@@ -170,6 +189,7 @@ class _Builder:
 
     model: str
     count: int
+    n: int = 1
     top_logprobs: int | None = None
     id: str = field(default_factory=lambda: f"cmpl-{uuid.uuid4().hex}")
     created: int = field(default_factory=lambda: int(time.time()))
@@ -178,10 +198,16 @@ class _Builder:
     _text_offsets: dict[int, int] = field(default_factory=dict, init=False, repr=False)
 
     async def completion(self, deltas: AsyncGenerator[Delta, None]) -> Completion:
-        answers = await collect(deltas, self.count, self.tokens)
+        answers = await collect(deltas, self.count, self.tokens, self.n)
         choices = [
-            _choice(index, answer.text, answer.finish_reason, self._logprobs(index, answer.logprobs))
-            for index, answer in enumerate(answers)
+            _choice(
+                number,
+                answer.text,
+                answer.finish_reason,
+                self._logprobs(number, answer.logprobs),
+                answer.prompt_logprobs,
+            )
+            for number, answer in enumerate(answers)
         ]
         return self._make(choices, self.tokens.usage())
 
@@ -189,16 +215,21 @@ class _Builder:
         return stream_chunks(deltas, self.tokens, self._chunks, self._usage_chunk if usage else None)
 
     def _chunks(self, delta: Delta) -> list[Completion]:
-        if delta.text or delta.finish_reason or delta.logprobs:  # vLLM skips empty chunks too
-            logprobs = self._logprobs(delta.index, delta.logprobs)
-            return [self._make([_choice(delta.index, delta.text, delta.finish_reason, logprobs)], None)]
-        return []
+        """A chunk per delta with something in it (vLLM skips empty ones);
+        the prompt's logprobs ride on the chunk of the response that brought
+        them, the request's first."""
+        if not (delta.text or delta.finish_reason or delta.logprobs or delta.prompt_logprobs is not None):
+            return []
+        number = choice_number(delta, self.n)
+        logprobs = self._logprobs(number, delta.logprobs)
+        prompt = None if delta.prompt_logprobs is None else clamp_prompt_logprobs(delta.prompt_logprobs)
+        return [self._make([_choice(number, delta.text, delta.finish_reason, logprobs, prompt)], None)]
 
-    def _logprobs(self, index: int, entries: list[TokenLogprobs] | None) -> Logprobs | None:
+    def _logprobs(self, number: int, entries: list[TokenLogprobs] | None) -> Logprobs | None:
         if self.top_logprobs is None:
             return None
-        offset = self._text_offsets.get(index, 0)
-        logprobs, self._text_offsets[index] = completion_logprobs(entries or (), self.top_logprobs, offset)
+        offset = self._text_offsets.get(number, 0)
+        logprobs, self._text_offsets[number] = completion_logprobs(entries or (), self.top_logprobs, offset)
         return logprobs
 
     def _usage_chunk(self, usage: CompletionUsage) -> Completion:
@@ -216,7 +247,16 @@ class _Builder:
         )
 
 
-def _choice(index: int, text: str, finish_reason: str | None, logprobs: Logprobs | None) -> CompletionChoice:
+def _choice(
+    index: int,
+    text: str,
+    finish_reason: str | None,
+    logprobs: Logprobs | None,
+    prompt_logprobs: PromptLogprobs | None = None,
+) -> CompletionChoice:
+    # prompt_logprobs is not a field of openai's type: set only when there
+    # are some, so other choices dump exactly as openai's own.
+    extra: dict[str, Any] = {} if prompt_logprobs is None else {"prompt_logprobs": prompt_logprobs}
     return CompletionChoice.model_construct(
-        index=index, text=text, finish_reason=finish_reason, logprobs=logprobs
+        index=index, text=text, finish_reason=finish_reason, logprobs=logprobs, **extra
     )
