@@ -22,7 +22,7 @@ echo "[bootstrap] creating the environment in $VENV (a few minutes, once)"
 [[ -x "$VENV/bin/python" ]] || "$PYTHON" -m venv "$VENV"
 PIP=("$VENV/bin/python" -m pip --disable-pip-version-check)
 "${PIP[@]}" install -q --no-deps -r "$ROOT/requirements/no-deps.txt"
-"${PIP[@]}" install -q -c "$ROOT/requirements/constraints.txt" -e "$ROOT[serve-cpu,dev,bench]"
+"${PIP[@]}" install -q -c "$ROOT/requirements/constraints.txt" -e "$ROOT[serve-cpu,openai-server,dev,bench]"
 (cd "$ROOT" && "$VENV/bin/python" -m tools.server.install)
 inputs_hash >"$STAMP"
 echo "[bootstrap] done in $(( $(date +%s) - start )) s ($(du -sh "$VENV" | cut -f1) in .venv)"

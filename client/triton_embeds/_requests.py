@@ -57,18 +57,32 @@ async def build_requests(
     model_inputs: Callable[[], Awaitable[Collection[str]]],
     return_logprobs: bool = False,
 ) -> list[GenerateRequest]:
-    """Embeddings take precedence over text, as in Dynamo; the text is then
-    not sent at all, so it never reaches the server."""
-    if prompt_embeds is None:
-        return [
-            GenerateRequest(index, sampling, stream, text=text, return_logprobs=return_logprobs)
-            for index, text in enumerate(text_prompts(prompt))
-        ]
-    requests = []
-    for index, item in enumerate(split_prompt_embeds(prompt_embeds)):
-        fields = await _embeds_fields(item, embeds_transport, model_inputs)
-        requests.append(GenerateRequest(index, sampling, stream, return_logprobs=return_logprobs, **fields))
+    """vLLM's rule for a call with both: the embeddings prompts come first,
+    then each non-empty text prompt, so choice 0 answers the embeddings (as
+    Dynamo's users expect); the empty `prompt=""` of vLLM's and Dynamo's
+    examples is no prompt and is never sent."""
+    requests: list[GenerateRequest] = []
+    if prompt_embeds is not None and not _empty_list(prompt_embeds):
+        for item in split_prompt_embeds(prompt_embeds):
+            fields = await _embeds_fields(item, embeds_transport, model_inputs)
+            requests.append(
+                GenerateRequest(len(requests), sampling, stream, return_logprobs=return_logprobs, **fields)
+            )
+    texts = text_prompts(prompt) if prompt_embeds is None or prompt else []
+    if prompt_embeds is not None:
+        texts = [text for text in texts if text]
+    for text in texts:
+        requests.append(
+            GenerateRequest(len(requests), sampling, stream, text=text, return_logprobs=return_logprobs)
+        )
+    if not requests:
+        raise ValueError("no prompt: prompt_embeds is empty and prompt has no text")
     return requests
+
+
+def _empty_list(value: Any) -> bool:
+    """`prompt_embeds: []` beside a text prompt is no embeddings (vLLM)."""
+    return isinstance(value, (list, tuple)) and not value
 
 
 async def _embeds_fields(

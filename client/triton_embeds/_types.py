@@ -40,8 +40,8 @@ class GenerateRequest:
     """One prompt of a completions call, or one chat conversation, ready for
     either transport.
 
-    `index` is the choice index it answers; text is left out when embeddings
-    are sent so the raw text never reaches the server. A conversation is
+    `index` is the choice index it answers; an embeddings prompt carries no
+    text, so the raw text never reaches the server. A conversation is
     `messages` (its JSON) with optional `chat_parameters` (JSON), and
     `embeds_tensor` then holds the rows its "rows" parts take.
     `return_logprobs` asks for the model's per-token logprobs output (the

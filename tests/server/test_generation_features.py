@@ -214,7 +214,8 @@ def test_model_info_names_the_adapters(grpc_url):
     assert result.error is None and result.final_flags == 1
     info = json.loads(result.outputs[0][MODEL_INFO_OUTPUT])
     assert info["adapters"] == [TINY_ADAPTER]
-    assert (info["hidden_size"], info["prompt_embeds"], info["max_n"]) == (128, True, 16)
+    facts = (info["hidden_size"], info["prompt_embeds"], info["max_n"], info["engine_ready"])
+    assert facts == (128, True, 16, True)
     smollm2 = json.loads(
         grpc_infer(grpc_url, "smollm2", {RETURN_MODEL_INFO_INPUT: np.array([True])}).outputs[0][
             MODEL_INFO_OUTPUT

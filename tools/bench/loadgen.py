@@ -191,6 +191,6 @@ def make_transport(task: ClientTask) -> Any:
         return TritonGrpc(task.url, task.model, kind, w.seq_len, task.hidden, w.sampling(), w.stream)
     if task.path.transport == "http":
         return TritonHttp(task.url, task.model, kind, w.sampling(), w.stream, task.concurrency)
-    if task.path.transport == "openai":
+    if task.path.transport in ("openai", "openai-server"):
         return OpenAICompletions(task.url, task.model, kind, w.sampling(), w.stream, task.concurrency)
     raise ValueError(f"no client for transport {task.path.transport!r}")

@@ -14,7 +14,9 @@ SYSTEMS = (ENGINE, TRITON, VLLM_SERVE)  # run in this order, one at a time
 class PathSpec:
     name: str
     system: str  # which process serves it: ENGINE, TRITON or VLLM_SERVE
-    transport: str  # inprocess, grpc, http or openai
+    # inprocess, grpc, http, openai (vllm serve's API) or openai-server (this
+    # project's OpenAI server, beside tritonserver)
+    transport: str
     prompt: str  # embeds, embeds_fp16, embeds_bf16, embeds_base64, text or tokens
     label: str
 
@@ -41,6 +43,20 @@ PATHS: dict[str, PathSpec] = {
             "Triton HTTP generate_stream, prompt_embeds_base64",
         ),
         PathSpec("triton-grpc-text", TRITON, "grpc", "text", "Triton gRPC, text_input"),
+        PathSpec(
+            "openai-server-embeds",
+            TRITON,
+            "openai-server",
+            "embeds_base64",
+            "this project's OpenAI server /v1/completions, base64 prompt_embeds",
+        ),
+        PathSpec(
+            "openai-server-text",
+            TRITON,
+            "openai-server",
+            "text",
+            "this project's OpenAI server /v1/completions, text prompt",
+        ),
         PathSpec(
             "vllm-serve-embeds",
             VLLM_SERVE,
@@ -122,6 +138,20 @@ RATIOS = (
     ),
     RatioSpec(
         "text (2)/(4)", "triton-grpc-text", "vllm-serve-text", 0.95, "text prompts: Triton gRPC vs vllm serve"
+    ),
+    RatioSpec(
+        "(5)/(4) embeds",
+        "openai-server-embeds",
+        "vllm-serve-embeds",
+        1.0,
+        "same OpenAI call and payload: this project's OpenAI server vs vllm serve",
+    ),
+    RatioSpec(
+        "text (5)/(4)",
+        "openai-server-text",
+        "vllm-serve-text",
+        0.95,
+        "text prompts over the OpenAI API: this project's server vs vllm serve",
     ),
     RatioSpec(
         "engine embeds/tokens", "engine-embeds", "engine-tokens", None, "what embeds cost the engine itself"

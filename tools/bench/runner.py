@@ -10,7 +10,6 @@ import shutil
 import subprocess
 import time
 import traceback
-from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
@@ -126,9 +125,13 @@ def _run_server(
     texts: dict[int, str],
     results: dict[str, Any],
 ) -> float:
-    start: Callable[..., Any] = servers.triton if system == TRITON else servers.vllm_serve
     assert system in (TRITON, VLLM_SERVE)
-    with start(engine_args, config.out_dir / "work") as server:
+    if system == TRITON:
+        openai = any(PATHS[name].transport == "openai-server" for name in names)
+        running = servers.triton(engine_args, config.out_dir / "work", openai=openai)
+    else:
+        running = servers.vllm_serve(engine_args, config.out_dir / "work")
+    with running as server:
         log(f"{system}: ready in {server.startup_s} s")
         for name in names:
             results[name] = _measure(name, server, config, model, texts)
@@ -140,7 +143,7 @@ def _measure(
     name: str, server: servers.RunningServer, config: BenchConfig, model: ModelInfo, texts: dict[int, str]
 ) -> dict[str, Any]:
     path = PATHS[name]
-    url = server.http_url if path.transport == "http" else server.url
+    url = {"http": server.http_url, "openai-server": server.openai_url}.get(path.transport) or server.url
     tasks = plan_tasks(
         path, url, SERVED_NAME, config.workload, model.hidden_size, config.client_processes, texts
     )

@@ -26,6 +26,7 @@ from ..server.launcher import (
     own_process_group,
     server_environment,
 )
+from ..server.openai_launcher import OpenAIServer
 from ..server.repository import write_model
 from .settings import SERVED_NAME
 
@@ -38,20 +39,35 @@ class RunningServer:
     http_url: str  # host:port of its HTTP endpoint
     pid: int  # root of the process tree whose CPU is measured
     startup_s: float
+    # host:port of this project's OpenAI server beside tritonserver, if started
+    openai_url: str | None = None
 
 
 @contextlib.contextmanager
-def triton(engine_args: dict[str, Any], work_dir: Path) -> Iterator[RunningServer]:
+def triton(engine_args: dict[str, Any], work_dir: Path, openai: bool = False) -> Iterator[RunningServer]:
+    """tritonserver, and with `openai` this project's OpenAI server in front
+    of it (its own process: its CPU is not in the measured tree)."""
     repository = work_dir / "triton-repository"
     write_model(repository, SERVED_NAME, engine_args)
     ports = Ports.free()
     server = TritonServer(repository, ports=ports, log_path=work_dir / "logs" / "tritonserver.log")
     server.log_path.parent.mkdir(parents=True, exist_ok=True)
+    front = (
+        OpenAIServer((server.grpc_url,), log_path=work_dir / "logs" / "openai-server.log") if openai else None
+    )
     server.start()
     try:
         startup = server.wait_ready(timeout_s=_READY_TIMEOUT_S)
-        yield RunningServer(server.grpc_url, server.http_url, server.process.pid, round(startup, 1))
+        if front is not None:
+            front.start()
+            front.wait_ready()
+        openai_url = f"127.0.0.1:{front.port}" if front else None
+        yield RunningServer(
+            server.grpc_url, server.http_url, server.process.pid, round(startup, 1), openai_url
+        )
     finally:
+        if front is not None:
+            front.stop()
         server.stop()
 
 

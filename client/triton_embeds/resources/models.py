@@ -23,7 +23,8 @@ class AsyncModels:
         """Ready models of the server's repository index, each followed by
         the LoRA adapters it serves. An adapter's `id` is its name, the
         `model` that selects it in `create`, and its `parent` the Triton
-        model serving it; `max_model_len` is set where the model says it.
+        model serving it; `max_model_len` is set where the model says it, and
+        `ready` (False while the model's engine is restarting).
         Models that are loading, failed or unloaded are left out: requests to
         them would fail. Models that do not answer the model-info question
         (not this project's) are listed without adapters."""
@@ -33,8 +34,9 @@ class AsyncModels:
 
 def _entries(model: ServedModel) -> list[Model]:
     extra: dict[str, Any] = {}
-    if model.info is not None and model.info.get("max_model_len") is not None:
-        extra["max_model_len"] = model.info["max_model_len"]
+    for key, name in (("max_model_len", "max_model_len"), ("engine_ready", "ready")):
+        if model.info is not None and model.info.get(key) is not None:
+            extra[name] = model.info[key]
     # openai's Model keeps fields beyond its own (vLLM's parent, max_model_len).
     fields = {"id": model.name, "created": 0, "object": "model", "owned_by": _OWNER, **extra}
     base = Model.model_validate(fields)

@@ -61,6 +61,7 @@ MODEL_INFO_KEYS: Final = (
     "chat_template",
     "max_logprobs",
     "max_n",
+    "engine_ready",
 )
 
 

@@ -118,6 +118,8 @@ class EngineBridge:
             "chat_template": facts.templating.template is not None,
             "max_logprobs": MAX_LOGPROBS,
             "max_n": MAX_N,
+            # False while a dead engine is being replaced: requests get UNAVAILABLE.
+            "engine_ready": self.is_healthy,
         }
 
     @property
