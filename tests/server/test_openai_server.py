@@ -402,3 +402,16 @@ def test_requests_are_counted_by_kind(api, sdk, metrics_url):
     )
     assert count("embeds") == before + 1
     assert metric_value(metrics_url, "embeds_requests_total", model="tiny", kind="embeds_base64") >= 1
+
+
+def test_several_workers_share_one_view_of_the_metrics(server, tmp_path):
+    extra = ["--workers", "2"]
+    with OpenAIServer((server.grpc_url,), extra_args=extra, log_path=tmp_path / "log") as multi:
+        client = OpenAI(base_url=multi.base_url, api_key="unused", max_retries=0)
+        for _ in range(6):  # spread over both workers
+            assert client.completions.create(model="tiny", prompt="hi", max_tokens=1).choices
+        text = httpx.get(f"{multi.url}/metrics").text
+    prefix = 'openai_requests_total{kind="text",route="/v1/completions",status="200"} '
+    assert [float(line.removeprefix(prefix)) for line in text.splitlines() if line.startswith(prefix)] == [
+        6.0
+    ]

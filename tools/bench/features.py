@@ -24,8 +24,8 @@ from ..infer import grpc_infer, make_inputs
 from ..models import ensure_models
 from ..models.lora import build_adapter
 from ..paths import TINY_MODEL_DIR
-from ..server.launcher import start_ready_server
-from ..server.repository import TINY_ADAPTER, TINY_LORA_RANK, tiny_engine_args, write_model
+from ..server.repository import TINY_ADAPTER, TINY_LORA_RANK, tiny_engine_args
+from .servers import tiny_triton
 
 SCHEMA = {
     "type": "object",
@@ -107,18 +107,12 @@ def main() -> None:
     if args.grpc_url:
         run(args.grpc_url, args.model, args.adapter, *measure)
         return
-    ensure_models(smollm2=False)
     with tempfile.TemporaryDirectory() as tmp:
-        repository = Path(tmp) / "repo"
-        repository.mkdir()
+        ensure_models(smollm2=False)
         adapter = build_adapter(TINY_MODEL_DIR, Path(tmp) / "adapter", rank=TINY_LORA_RANK)
         engine_args = tiny_engine_args(enable_lora=True, max_lora_rank=TINY_LORA_RANK, max_loras=1)
-        write_model(repository, "tiny", engine_args, lora_adapters={TINY_ADAPTER: adapter})
-        server = start_ready_server(repository, Path(tmp) / "server.log")
-        try:
+        with tiny_triton(engine_args, {TINY_ADAPTER: adapter}) as server:
             run(server.grpc_url, "tiny", TINY_ADAPTER, *measure)
-        finally:
-            server.stop()
 
 
 if __name__ == "__main__":

@@ -11,18 +11,16 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import tempfile
 import time
 from pathlib import Path
 
 import torch
 
 from ..infer import grpc_infer, make_inputs
-from ..models import ensure_models
 from ..paths import TINY_MODEL_DIR
 from ..payloads import bf16_exact, torch_b64
-from ..server.launcher import start_ready_server
-from ..server.repository import TINY_HIDDEN, tiny_engine_args, write_model
+from ..server.repository import TINY_HIDDEN
+from .servers import tiny_triton
 
 
 def measure(grpc_url: str, model: str, inputs: dict, requests: int) -> list[float]:
@@ -115,16 +113,8 @@ def main() -> None:
     if args.grpc_url:
         run(args.grpc_url, args.model, args.hidden, args.requests, args.max_tokens, args.tokenizer)
         return
-    ensure_models(smollm2=False)
-    with tempfile.TemporaryDirectory() as tmp:
-        repository = Path(tmp) / "repo"
-        repository.mkdir()
-        write_model(repository, "tiny", tiny_engine_args())
-        server = start_ready_server(repository, Path(tmp) / "server.log")
-        try:
-            run(server.grpc_url, "tiny", TINY_HIDDEN, args.requests, args.max_tokens, args.tokenizer)
-        finally:
-            server.stop()
+    with tiny_triton() as server:
+        run(server.grpc_url, "tiny", TINY_HIDDEN, args.requests, args.max_tokens, args.tokenizer)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ import json
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..models import ensure_models
 from ..paths import ROOT
 from ..server.launcher import (
     Ports,
@@ -25,9 +27,10 @@ from ..server.launcher import (
     kill_group,
     own_process_group,
     server_environment,
+    start_ready_server,
 )
 from ..server.openai_launcher import OpenAIServer
-from ..server.repository import write_model
+from ..server.repository import tiny_engine_args, write_model
 from .settings import SERVED_NAME
 
 _READY_TIMEOUT_S = 900
@@ -41,6 +44,24 @@ class RunningServer:
     startup_s: float
     # host:port of this project's OpenAI server beside tritonserver, if started
     openai_url: str | None = None
+
+
+@contextlib.contextmanager
+def tiny_triton(
+    engine_args: dict[str, Any] | None = None, lora_adapters: dict[str, Path] | None = None
+) -> Iterator[TritonServer]:
+    """tritonserver serving the tiny model as `tiny` from a temporary
+    repository, for the small benchmarks (latency, features, overhead)."""
+    ensure_models(smollm2=False)
+    with tempfile.TemporaryDirectory() as tmp:
+        repository = Path(tmp) / "repo"
+        repository.mkdir()
+        write_model(repository, "tiny", engine_args or tiny_engine_args(), lora_adapters=lora_adapters)
+        server = start_ready_server(repository, Path(tmp) / "server.log")
+        try:
+            yield server
+        finally:
+            server.stop()
 
 
 @contextlib.contextmanager
