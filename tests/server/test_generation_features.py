@@ -133,6 +133,23 @@ def test_regex_output_matches(grpc_url, sampling):
     assert re.fullmatch("[a-c]{3}-[0-9]{2}", result.text), result.text
 
 
+@pytest.mark.parametrize(
+    ("pattern", "same_language"),
+    [("(a+)+b", "a+b"), ("((a*)*)*b" * 8, "(a*b){8}"), ("[a-z]{1,2000}x", "[a-z]{1,2000}x")],
+)
+def test_regexes_pathological_for_backtracking_are_served(grpc_url, pattern, same_language):
+    """xgrammar builds an automaton, it does not backtrack: these compile at
+    once and constrain as written, and the engine stays responsive. (The
+    output is checked against an equivalent regex Python's backtracking
+    engine can match safely.)"""
+    sampling = {"guided_regex": pattern, "max_tokens": 24}
+    result = infer(grpc_url, "tiny", text="x", sampling=sampling, exclude_input=True)
+    assert result.finish_reason in ("stop", "length")
+    if result.finish_reason == "stop":
+        assert re.fullmatch(same_language, result.text), result.text
+    assert infer(grpc_url, "tiny", text="steady", sampling=GREEDY).completion_tokens == 8
+
+
 def test_choice_output_is_one_of_them(grpc_url):
     options = ["red", "green", "blue"]
     result = infer(

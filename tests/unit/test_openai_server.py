@@ -11,6 +11,8 @@ from collections.abc import Iterator
 
 import msgspec
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from starlette.testclient import TestClient
 
 from triton_embeds import BadRequestError, NotFoundError, ServiceUnavailableError
@@ -159,3 +161,41 @@ def test_a_flood_of_prompts_is_refused_before_anything_is_sent(client):
     response = client.post("/v1/completions", json=body, headers=AUTH)
     assert response.status_code == 400 and error_of(response)["code"] == "too_many_prompts"
     assert "257 prompts; at most 256" in error_of(response)["message"]
+
+
+# -- fuzzing the HTTP bodies: any body is an API error or a request, never a fault ----------------
+
+JSON_LEAVES = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**70), 2**70)
+    | st.floats(allow_nan=False)
+    | st.text(max_size=8)
+)
+JSON_VALUES = st.recursive(
+    JSON_LEAVES,
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=6), children, max_size=3)
+    ),
+    max_leaves=8,
+)
+FIELDS = sorted({*CompletionRequest.__struct_fields__, *ChatCompletionRequest.__struct_fields__})
+BODIES = st.dictionaries(st.sampled_from(FIELDS) | st.text(max_size=6), JSON_VALUES, max_size=6).map(
+    lambda body: json.dumps(body).encode()
+) | st.binary(max_size=64)
+
+
+# The app is stateless between requests: one client serves every example.
+@settings(
+    max_examples=150,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(body=BODIES, route=st.sampled_from(["/v1/completions", "/v1/chat/completions"]))
+def test_any_body_gets_an_api_error_or_goes_upstream_never_a_fault(client, body, route):
+    response = client.post(route, content=body, headers=AUTH)
+    # 503: a well-formed request that reached for the (absent) Triton.
+    assert response.status_code in (400, 404, 413, 503), (body, response.status_code, response.text)
+    error_of(response)
