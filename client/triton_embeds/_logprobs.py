@@ -27,7 +27,7 @@ from openai.types.chat.chat_completion_token_logprob import TopLogprob
 from openai.types.completion_choice import Logprobs
 
 from ._errors import InternalServerError
-from ._types import PromptLogprobs, TokenLogprobs
+from ._types import PromptLogprobs, TokenLogprobs, construct
 
 # Most alternatives per token: vLLM's default `max_logprobs`, the server's limit.
 MAX_LOGPROBS = 20
@@ -122,8 +122,12 @@ def completion_logprobs(entries: Iterable[TokenLogprobs], top: int, offset: int 
         )
         text_offset.append(offset)
         offset += len(token)
-    logprobs = Logprobs.model_construct(
-        text_offset=text_offset, token_logprobs=token_logprobs, tokens=tokens, top_logprobs=top_logprobs
+    logprobs = construct(
+        Logprobs,
+        text_offset=text_offset,
+        token_logprobs=token_logprobs,
+        tokens=tokens,
+        top_logprobs=top_logprobs,
     )
     return logprobs, offset
 
@@ -137,7 +141,8 @@ def chat_logprobs(entries: Iterable[TokenLogprobs], top: int) -> list[ChatComple
         token_id, chosen = _chosen(entry)
         decoded = chosen.get("decoded_token")
         content.append(
-            ChatCompletionTokenLogprob.model_construct(
+            construct(
+                ChatCompletionTokenLogprob,
                 token=_token(token_id, chosen),
                 logprob=max(chosen["logprob"], _FLOOR),
                 bytes=None if decoded is None else _utf8(decoded),
@@ -161,7 +166,7 @@ def _token(token_id: str, value: dict[str, Any]) -> str:
 
 def _top_logprob(token_id: str, value: dict[str, Any]) -> TopLogprob:
     token = _token(token_id, value)
-    return TopLogprob.model_construct(token=token, logprob=max(value["logprob"], _FLOOR), bytes=_utf8(token))
+    return construct(TopLogprob, token=token, logprob=max(value["logprob"], _FLOOR), bytes=_utf8(token))
 
 
 def _utf8(text: str) -> list[int]:

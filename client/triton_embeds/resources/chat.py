@@ -33,7 +33,7 @@ from .._requests import build_chat_request, sampling_parameters, split_chat_para
 from .._streaming import AsyncStream, Stream
 from .._structured import with_response_format
 from .._transport import Connection
-from .._types import Delta, PromptLogprobs
+from .._types import Delta, PromptLogprobs, construct
 from ._generation import (
     NOT_GIVEN,
     Answer,
@@ -257,7 +257,8 @@ class _ChatBuilder:
 
     async def completion(self, deltas: AsyncGenerator[Delta, None]) -> ChatCompletion:
         answers = await collect(deltas, 1, self.tokens, self.n)
-        return ChatCompletion.model_construct(
+        return construct(
+            ChatCompletion,
             id=self.id,
             choices=[self._choice(number, answer) for number, answer in enumerate(answers)],
             created=self.created,
@@ -269,13 +270,13 @@ class _ChatBuilder:
         )
 
     def _choice(self, number: int, answer: Answer) -> Choice:
-        message = ChatCompletionMessage.model_construct(role="assistant", content=answer.text)
+        message = construct(ChatCompletionMessage, role="assistant", content=answer.text)
         logprobs = None
         if self.top_logprobs is not None:
             content = chat_logprobs(answer.logprobs, self.top_logprobs)
-            logprobs = ChoiceLogprobs.model_construct(content=content)
-        return Choice.model_construct(
-            index=number, message=message, finish_reason=answer.finish_reason, logprobs=logprobs
+            logprobs = construct(ChoiceLogprobs, content=content)
+        return construct(
+            Choice, index=number, message=message, finish_reason=answer.finish_reason, logprobs=logprobs
         )
 
     def chunks(
@@ -293,14 +294,14 @@ class _ChatBuilder:
         chunks = []
         if number not in self._started:
             self._started.add(number)
-            role = ChoiceDelta.model_construct(role="assistant", content="")
+            role = construct(ChoiceDelta, role="assistant", content="")
             chunks.append(self._chunk(number, role, None))
         if delta.text or delta.finish_reason or delta.logprobs or delta.prompt_logprobs is not None:
             logprobs = None
             if self.top_logprobs is not None:
                 content = chat_logprobs(delta.logprobs or (), self.top_logprobs)
-                logprobs = ChunkChoiceLogprobs.model_construct(content=content)
-            content_delta = ChoiceDelta.model_construct(content=delta.text)
+                logprobs = construct(ChunkChoiceLogprobs, content=content)
+            content_delta = construct(ChoiceDelta, content=delta.text)
             chunk = self._chunk(number, content_delta, delta.finish_reason, logprobs, delta.prompt_logprobs)
             chunks.append(chunk)
         return chunks
@@ -313,8 +314,8 @@ class _ChatBuilder:
         logprobs: ChunkChoiceLogprobs | None = None,
         prompt_logprobs: PromptLogprobs | None = None,
     ) -> ChatCompletionChunk:
-        choice = ChunkChoice.model_construct(
-            index=number, delta=delta, finish_reason=finish_reason, logprobs=logprobs
+        choice = construct(
+            ChunkChoice, index=number, delta=delta, finish_reason=finish_reason, logprobs=logprobs
         )
         return self._make([choice], None, prompt_logprobs)
 
@@ -327,7 +328,8 @@ class _ChatBuilder:
         usage: CompletionUsage | None,
         prompt_logprobs: PromptLogprobs | None = None,
     ) -> ChatCompletionChunk:
-        return ChatCompletionChunk.model_construct(
+        return construct(
+            ChatCompletionChunk,
             id=self.id,
             choices=choices,
             created=self.created,

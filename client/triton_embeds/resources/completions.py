@@ -26,7 +26,7 @@ from .._requests import build_requests, sampling_parameters
 from .._streaming import AsyncStream, Stream
 from .._structured import with_response_format
 from .._transport import Connection
-from .._types import Delta, PromptLogprobs, TokenLogprobs
+from .._types import Delta, PromptLogprobs, TokenLogprobs, construct
 from ._generation import (
     NOT_GIVEN,
     GenerationParams,
@@ -236,7 +236,8 @@ class _Builder:
         return self._make([], usage)
 
     def _make(self, choices: list[CompletionChoice], usage: CompletionUsage | None) -> Completion:
-        return Completion.model_construct(
+        return construct(
+            Completion,
             id=self.id,
             choices=choices,
             created=self.created,
@@ -257,6 +258,6 @@ def _choice(
     # prompt_logprobs is not a field of openai's type: set only when there
     # are some, so other choices dump exactly as openai's own.
     extra: dict[str, Any] = {} if prompt_logprobs is None else {"prompt_logprobs": prompt_logprobs}
-    return CompletionChoice.model_construct(
-        index=index, text=text, finish_reason=finish_reason, logprobs=logprobs, **extra
+    return construct(
+        CompletionChoice, index=index, text=text, finish_reason=finish_reason, logprobs=logprobs, **extra
     )
