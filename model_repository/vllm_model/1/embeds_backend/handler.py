@@ -86,7 +86,9 @@ class _RequestStream:
         prompt_logprobs = None
         if self._wants_prompt_logprobs and len(self._started) == 1 and first:
             prompt_logprobs = json.dumps(_logprobs_json(output.prompt_logprobs or []))
-        choice = triton_io.Choice(completion.index, self._multiple, prompt_logprobs)
+        choice = triton_io.SINGLE_CHOICE  # the common case allocates nothing per token
+        if self._multiple or prompt_logprobs is not None:
+            choice = triton_io.Choice(completion.index, self._multiple, prompt_logprobs)
         step = step_outputs(completion) if self._wants_steps else None
         reason = completion.finish_reason if (final or self._multiple) else None
         return prefix + completion.text, reason, step, choice, final

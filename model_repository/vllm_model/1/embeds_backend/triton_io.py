@@ -84,7 +84,7 @@ class StepOutputs:
             self.cumulative_logprob = later.cumulative_logprob
 
 
-@dataclass
+@dataclass(frozen=True)
 class Choice:
     """Which of a request's sequences a response belongs to, and what only
     some responses carry: the prompt's logprobs (JSON) go on the first."""
