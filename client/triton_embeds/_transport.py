@@ -11,10 +11,12 @@ import asyncio
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any, Literal, Protocol
 
 from ._adapters import LORA_KEY, AdapterIndex, ServedModel, read_served_models
 from ._errors import APIError, APITimeoutError, NotFoundError
+from ._retries import DEFAULT_MAX_RETRIES, retry_call, retry_stream
 from ._types import Delta, GenerateRequest
 
 EmbedsTransport = Literal["binary", "base64"]
@@ -46,11 +48,16 @@ class Transport(Protocol):
 @dataclass
 class Connection:
     """A transport, the settings every request of one client shares, and
-    what the client has learnt of the server: model inputs and adapters."""
+    what the client has learnt of the server: model inputs and adapters.
+    Generation requests, config reads and listings are retried up to
+    `max_retries` times when the server refused them before any output
+    (`_retries`); the model-info questions of a listing are not: a model
+    that cannot answer is listed without adapters rather than delaying it."""
 
     transport: Transport
     embeds_transport: EmbedsTransport
     timeout: float | None
+    max_retries: int = DEFAULT_MAX_RETRIES
     adapters: AdapterIndex = field(default_factory=AdapterIndex, init=False, repr=False)
     _inputs: dict[str, frozenset[str]] = field(default_factory=dict, init=False, repr=False)
 
@@ -71,12 +78,14 @@ class Connection:
     async def _config_inputs(self, name: str) -> frozenset[str]:
         """A Triton model's input names, read once."""
         if name not in self._inputs:
-            self._inputs[name] = await self.transport.model_inputs(name)
+            read = partial(self.transport.model_inputs, name)
+            self._inputs[name] = await retry_call(read, self.max_retries, self.timeout)
         return self._inputs[name]
 
     async def served_models(self) -> list[ServedModel]:
         """The ready models with their model info; refreshes the adapter index."""
-        ready = [name for name, state in await self.transport.list_models() if state == "READY"]
+        index = await retry_call(self.transport.list_models, self.max_retries, self.timeout)
+        ready = [name for name, state in index if state == "READY"]
         models = await read_served_models(ready, self._config_inputs, self._model_info)
         self.adapters.update(models)
         return models
@@ -97,7 +106,17 @@ class Connection:
             return None
         return self.adapters.base_of(name)
 
-    async def generate(self, model: str, requests: list[GenerateRequest]) -> AsyncGenerator[Delta, None]:
+    def generate(
+        self, model: str, requests: list[GenerateRequest], timeout: float | None = None
+    ) -> AsyncGenerator[Delta, None]:
+        """The transport's deltas of `requests` to `model`, sent again while
+        they fail retryably before their first delta; `timeout` (the
+        request's own bound, enforced by the caller) ends the retrying."""
+        return retry_stream(lambda: self._generate_once(model, requests), self.max_retries, timeout)
+
+    async def _generate_once(
+        self, model: str, requests: list[GenerateRequest]
+    ) -> AsyncGenerator[Delta, None]:
         """The transport's deltas of `requests` to `model`: a Triton model, or
         an adapter, whose requests go to its base model with `lora_name`.
         An unknown name is looked up once Triton says it has no such model:

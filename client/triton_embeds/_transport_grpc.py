@@ -32,6 +32,7 @@ from ._errors import (
     error_from_message,
 )
 from ._logprobs import parse_logprobs, parse_prompt_logprobs
+from ._replicas import LoadBalancing, channel_target
 from ._types import Delta, GenerateRequest, TensorPayload, TokenLogprobs
 from .protocol import (
     CHOICE_INDEX_OUTPUT,
@@ -53,19 +54,23 @@ from .protocol import (
 
 # Triton's own limit; gRPC's default 4 MiB would refuse large embeddings.
 _MAX_MESSAGE = 2**31 - 1
-_CHANNEL_OPTIONS = [
+_CHANNEL_OPTIONS: tuple[tuple[str, Any], ...] = (
     ("grpc.max_send_message_length", _MAX_MESSAGE),
     ("grpc.max_receive_message_length", _MAX_MESSAGE),
-]
+)
 
 _Input = tuple[str, str, tuple[int, ...], bytes]  # name, datatype, shape, raw bytes
 
 
 class GrpcTransport:
-    """Talks to one Triton gRPC endpoint (`host:port`)."""
+    """Talks to Triton over one gRPC channel: `url` is `host:port` or a gRPC
+    target URI (`dns:///name:8001`, `ipv4:10.0.0.1:8001,10.0.0.2:8001`),
+    whose addresses the channel's `load_balancing` policy spreads calls
+    over ("round_robin") or fails over between ("pick_first")."""
 
-    def __init__(self, url: str, timeout: float | None) -> None:
-        self._target = url.split("://", 1)[-1]
+    def __init__(self, url: str, timeout: float | None, load_balancing: LoadBalancing = "pick_first") -> None:
+        self.target = channel_target(url)
+        self.options = (*_CHANNEL_OPTIONS, ("grpc.lb_policy_name", load_balancing))
         self._timeout = timeout
         self._channel: grpc.aio.Channel | None = None
         self._stub: Any = None
@@ -75,7 +80,7 @@ class GrpcTransport:
         """The stub for the running loop: grpc.aio channels belong to one loop."""
         loop = asyncio.get_running_loop()
         if self._loop is not loop:
-            self._channel = grpc.aio.insecure_channel(self._target, options=_CHANNEL_OPTIONS)
+            self._channel = grpc.aio.insecure_channel(self.target, options=list(self.options))
             self._stub = service_pb2_grpc.GRPCInferenceServiceStub(self._channel)
             self._loop = loop
         return self._stub
@@ -97,8 +102,10 @@ class GrpcTransport:
         message.inputs.add(name=name, datatype=datatype).shape.extend(shape)
         message.raw_input_contents.append(data)
         call = self._service().ModelStreamInfer(iter([message]), timeout=self._timeout)
+        answered = False
         try:
             async for response in call:
+                answered = True  # one response, data or error, ends this request
                 if response.error_message:
                     raise error_from_message(response.error_message)
                 raw = InferResult(response.infer_response).as_numpy(MODEL_INFO_OUTPUT)
@@ -107,7 +114,7 @@ class GrpcTransport:
         except grpc.aio.AioRpcError as exc:
             raise error_from_rpc(exc) from None
         finally:
-            call.cancel()
+            await _end_call(call, cancel=not answered)
         raise InternalServerError(f"model {model!r} answered without its model_info")
 
     async def _unary(self, method: Any, request: Any) -> Any:
@@ -122,26 +129,53 @@ class GrpcTransport:
         logprobs = any(request.return_logprobs for request in requests)
         call = self._service().ModelStreamInfer(iter(messages))
         unfinished = len(messages)
+        error: APIError | None = None
         try:
             async for response in call:
                 if response.error_message:
-                    raise error_from_message(response.error_message)
+                    error = error_from_message(response.error_message)  # it ends its request
+                    unfinished -= 1
+                    break
                 delta, final = _parse_response(response.infer_response, logprobs)
+                unfinished -= final
                 if delta is not None:
                     yield delta
-                unfinished -= final
                 if not unfinished:
-                    return
+                    break
         except grpc.aio.AioRpcError as exc:
             raise error_from_rpc(exc) from None
         finally:
-            call.cancel()  # a no-op once every request has finished
-        raise APIConnectionError("the server closed the stream before the request finished")
+            await _end_call(call, cancel=unfinished > 0)
+        if error is not None:
+            raise error
+        if unfinished:
+            raise APIConnectionError("the server closed the stream before the request finished")
 
     async def close(self) -> None:
         if self._channel is not None and self._loop is asyncio.get_running_loop():
             await self._channel.close()
         self._channel = self._stub = self._loop = None
+
+
+async def _end_call(call: Any, cancel: bool) -> None:
+    """Cancel a stream whose requests are still running (the caller gave up:
+    the server then cancels them). One whose requests all ended is let to
+    close by itself, the server's status read: cancelling it instead races
+    tritonserver's own cleanup of the stream, and in that race (seen with
+    error responses under load) tritonserver kept a request's model
+    reference, so the model never unloaded and shutdown hung until the exit
+    timeout."""
+    if not cancel:
+        try:
+            await asyncio.wait_for(call.code(), _STREAM_CLOSE_TIMEOUT_S)
+            return
+        except (asyncio.TimeoutError, grpc.aio.AioRpcError):
+            pass
+    call.cancel()
+
+
+# How long a finished stream may take to close before it is cancelled.
+_STREAM_CLOSE_TIMEOUT_S = 5.0
 
 
 def error_from_rpc(exc: grpc.aio.AioRpcError) -> APIError:

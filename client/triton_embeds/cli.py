@@ -36,13 +36,19 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--system", default=None, help="with --chat: a system message before the user's")
     parser.add_argument("--model", default="vllm_model", help="Triton model name (default: vllm_model)")
     parser.add_argument(
-        "--url", default=None, help="host:port for gRPC (default localhost:8001), http://host:port for HTTP"
+        "--url",
+        default=None,
+        help="host:port for gRPC (default localhost:8001), http://host:port for HTTP; several "
+        "comma-separated, or a gRPC target such as dns:///name:8001, take turns per request",
     )
     parser.add_argument("--protocol", choices=("grpc", "http"), default=None)
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--temperature", type=float, default=None)
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds for the whole request")
+    parser.add_argument(
+        "--max-retries", type=int, default=2, help="resends of a request refused before any output"
+    )
     parser.add_argument("--no-stream", action="store_true", help="print the text once it is complete")
     parser.add_argument("--list-models", action="store_true", help="list the server's ready models and exit")
     args = parser.parse_args(argv)
@@ -147,7 +153,8 @@ def _print_stream(stream: Iterable[ChunkT], text: Callable[[ChunkT], str]) -> Co
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        with Client(args.url, protocol=args.protocol, timeout=args.timeout) as client:
+        client = Client(args.url, protocol=args.protocol, timeout=args.timeout, max_retries=args.max_retries)
+        with client:
             run(client, args)
     except TritonEmbedsError as exc:
         print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)

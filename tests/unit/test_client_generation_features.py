@@ -489,6 +489,9 @@ class FakeStub:
                 for response in responses:
                     yield response
 
+            async def code(self) -> Any:  # the stream's status, once it closed by itself
+                return None
+
             def cancel(self) -> None:
                 pass
 

@@ -52,9 +52,9 @@ def generate(
     connection: Connection, model: str, requests: list[GenerateRequest], timeout: float | None
 ) -> AsyncGenerator[Delta, None]:
     """The deltas of a call's requests to `model` (a Triton model or an
-    adapter), bounded as a whole by `timeout`."""
+    adapter), bounded as a whole, retries included, by `timeout`."""
     deadline = connection.timeout if timeout is NOT_GIVEN else timeout
-    return with_deadline(connection.generate(model, requests), deadline)
+    return with_deadline(connection.generate(model, requests, deadline), deadline)
 
 
 def include_usage(stream_options: dict[str, Any] | None) -> bool:
