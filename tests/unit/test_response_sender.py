@@ -10,6 +10,7 @@ import json
 import math
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -19,7 +20,14 @@ import triton_python_backend_utils as pb_utils
 from embeds_backend.contract import FINAL_OUTPUTS, TEXT_OUTPUT
 from embeds_backend.metrics import ModelMetrics
 from embeds_backend.request_parsing import ExtraOutputs
-from embeds_backend.triton_io import ClientStream, ResponseSender, StepOutputs, Usage, internal_error
+from embeds_backend.triton_io import (
+    ClientStream,
+    ResponseSender,
+    StepOutputs,
+    Usage,
+    internal_error,
+    make_text_response,
+)
 
 FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
 USAGE = Usage(prompt_tokens=4, completion_tokens=1)
@@ -38,14 +46,35 @@ def describe(response: Any) -> str | None:
     return outputs(response)[TEXT_OUTPUT]
 
 
+# The fake response sender behind each stream: ClientStream keeps its own
+# private, and lets go of it after the final response.
+_SENDERS: dict[int, Any] = {}
+
+
 def client(name: str, journal: list[Any] | None = None, *, hold_first_send: bool = False) -> ClientStream:
     sender = pb_utils.InferenceResponseSender(name, journal=journal, hold_first_send=hold_first_send)
-    return ClientStream(pb_utils.InferenceRequest(sender=sender))
+    stream = ClientStream(pb_utils.InferenceRequest(sender=sender))
+    _SENDERS[id(stream)] = sender
+    return stream
 
 
 def sender_of(stream: ClientStream) -> Any:
-    """The fake response sender behind a stream (ClientStream keeps it private)."""
-    return stream._sender
+    return _SENDERS[id(stream)]
+
+
+def test_a_stream_lets_go_of_its_request_and_sender_once_final():
+    """Triton keeps a model loaded while the stub references any response
+    sender: holding one past its final response blocked every unload."""
+    sender = pb_utils.InferenceResponseSender("c")
+    stream = ClientStream(pb_utils.InferenceRequest(sender=sender))
+    alive = weakref.ref(sender)
+    del sender
+    stream.send(make_text_response("x"))
+    assert alive() is not None
+    stream.send(flags=FINAL)
+    assert alive() is None  # without a garbage collection: no reference is left
+    stream.send(flags=FINAL)  # a late send after the final is dropped, not a crash
+    assert not stream.is_cancelled()
 
 
 @pytest.fixture

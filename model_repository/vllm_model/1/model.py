@@ -15,6 +15,7 @@ import locale
 import os
 import sys
 import threading
+import time
 from pathlib import Path
 
 # Triton's stub runs Python isolated under the C locale: text files would open
@@ -27,7 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import triton_python_backend_utils as pb_utils
 
-from embeds_backend import triton_config
+from embeds_backend import triton_config, vllm_version
+from embeds_backend.drain import DrainWatch
 from embeds_backend.engine import EngineBridge
 from embeds_backend.handler import RequestHandler
 from embeds_backend.metrics import ModelMetrics
@@ -44,6 +46,9 @@ class TritonPythonModel:
         model_config = json.loads(args["model_config"])
         if not pb_utils.using_decoupled_model_transaction_policy(model_config):
             raise pb_utils.TritonModelException("this model must use the decoupled transaction policy")
+        # An unsupported vLLM fails the load here, naming the range, rather
+        # than later with an AttributeError deep in a request.
+        vllm_version.check_supported(vllm_version.installed_version())
         model_dir = Path(args["model_repository"])
         model_file = load_model_file(
             model_dir / args["model_version"] / "model.json", repository_root=model_dir.parent.parent
@@ -57,7 +62,7 @@ class TritonPythonModel:
         self._run(self._start_engine())
         self._metrics = ModelMetrics(args["model_name"])
         self._metrics.engine_state(ready=True)
-        name = args["model_name"]
+        name = self._name = args["model_name"]
         self._supervisor = EngineSupervisor(
             self._engine,
             self._loop,
@@ -65,12 +70,11 @@ class TritonPythonModel:
             log=lambda message: pb_utils.Logger.log_warn(f"{name}: {message}"),
         )
         self._loop.call_soon_threadsafe(self._supervisor.start)
+        settings = load_backend_settings(model_config)
+        drain = DrainWatch.from_environment(settings.drain_timeout_s)
+        drain.clear_stale()
         self._handler = RequestHandler(
-            self._engine,
-            self._supervisor,
-            load_backend_settings(model_config),
-            self._metrics,
-            self._loop,
+            self._engine, self._supervisor, settings, self._metrics, self._loop, drain
         )
         pb_utils.Logger.log_info(
             f"{args['model_name']}: vLLM engine ready (hidden size {self._engine.hidden_size}, "
@@ -92,15 +96,26 @@ class TritonPythonModel:
         return None
 
     def finalize(self) -> None:
-        self._run(self._supervisor.stop())
-        self._run(self._handler.shutdown())
-        self._run(self._stop_engine())
+        """Unload: end held requests, stop the engine and its processes, then
+        release everything that touches Triton's shared memory while it still
+        exists. Each step runs even if an earlier one failed: a metric left to
+        interpreter exit crashes the stub in its destructor."""
+        began = time.monotonic()
+        for step in (self._supervisor.stop, self._handler.shutdown, self._stop_engine):
+            self._try(lambda step=step: self._run(step()))
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=30)
-        # Metric objects must die now, while Triton's shared memory exists.
-        self._metrics.close()
-        self._handler = self._supervisor = self._metrics = None
+        self._try(self._loop.close)
+        self._try(self._metrics.close)
+        self._handler = self._supervisor = self._metrics = self._engine = None
         gc.collect()
+        pb_utils.Logger.log_info(f"{self._name}: unloaded in {time.monotonic() - began:.1f} s")
+
+    def _try(self, step) -> None:
+        try:
+            step()
+        except Exception as exc:  # noqa: BLE001 - unloading must go on
+            pb_utils.Logger.log_warn(f"{self._name}: unloading: {type(exc).__name__}: {exc}")
 
     async def _stop_engine(self) -> None:
         self._engine.shutdown()

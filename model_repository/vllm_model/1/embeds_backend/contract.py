@@ -193,6 +193,10 @@ class Unavailable:
     CONCURRENCY_LIMIT: Final = "concurrency_limit"
     ENGINE_RESTARTING: Final = "engine_restarting"
     ENGINE_DOWN: Final = "engine_down"
+    # The replica is stopping: a new request is refused (retry elsewhere)...
+    DRAINING: Final = "draining"
+    # ...and one still running at the drain deadline or unload is ended.
+    SHUTDOWN: Final = "shutdown"
 
 
 # Code of a valid request that failed inside the engine (INTERNAL).

@@ -5,6 +5,7 @@ with exactly one final flag."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import threading
 import time
@@ -16,6 +17,7 @@ from . import triton_io
 from .chat_messages import ChatLimits, parse_conversation
 from .chat_prompt import build_chat_prompt
 from .contract import GENERATION_FAILED, Rule, Unavailable
+from .drain import DrainOrder, DrainWatch
 from .embeds import EmbedsLimits
 from .engine import EngineBridge, is_client_error, is_engine_dead
 from .errors import EngineUnavailable, RequestRejected
@@ -102,6 +104,7 @@ class RequestHandler:
         settings: BackendSettings,
         metrics: ModelMetrics,
         loop: asyncio.AbstractEventLoop,
+        drain: DrainWatch | None = None,
     ) -> None:
         self._engine = engine
         self._supervisor = supervisor
@@ -121,6 +124,11 @@ class RequestHandler:
         self._decoders = ThreadPoolExecutor(settings.decode_workers, "embeds-decode")
         self._responses = triton_io.ResponseSender(before_final=metrics.publish)
         self._inflight: dict[asyncio.Task, triton_io.ClientStream] = {}
+        self._drain = drain or DrainWatch(None, 0.0)
+        self._draining = False
+        self._collected = False
+        # Why the server ended the requests it cancelled (None: the clients left).
+        self._stop_reason: str | None = None
         self._stopped = threading.Event()
         self._watcher = threading.Thread(target=self._watch_cancellations, name="cancel-watcher", daemon=True)
         self._watcher.start()
@@ -132,19 +140,42 @@ class RequestHandler:
     # -- on the event loop -----------------------------------------------------
     def _start(self, request: Any) -> None:
         limit = self._settings.max_concurrent_requests
+        if self._draining:
+            message = "the server is shutting down and takes no new requests; retry on another replica"
+            self._refuse(request, Unavailable.DRAINING, message)
+            return
         if limit and len(self._inflight) >= limit:
-            self._metrics.rejection(Unavailable.CONCURRENCY_LIMIT)
             message = f"model is at its limit of {limit} concurrent requests; retry later"
-            error = triton_io.unavailable(Unavailable.CONCURRENCY_LIMIT, message)
-            self._finish(triton_io.ClientStream(request), error, "unavailable")
+            self._refuse(request, Unavailable.CONCURRENCY_LIMIT, message)
             return
         stream = triton_io.ClientStream(request)
         task = self._loop.create_task(self._handle(request, stream))
         self._inflight[task] = stream
         task.add_done_callback(self._forget)
 
+    def _refuse(self, request: Any, code: str, message: str) -> None:
+        self._metrics.rejection(code)
+        self._finish(triton_io.ClientStream(request), triton_io.unavailable(code, message), "unavailable")
+
     def _forget(self, task: asyncio.Task) -> None:
         self._inflight.pop(task, None)
+
+    def _begin_drain(self, order: DrainOrder) -> None:
+        """Refuse new requests from now on; end the held ones at the deadline."""
+        self._draining = True
+        self._metrics.draining()
+        triton_io.warn(
+            f"draining: {len(self._inflight)} requests in flight, {order.remaining():.1f} s to finish"
+        )
+        self._loop.call_later(order.remaining(), self._stop_all, "the drain time ran out")
+
+    def _stop_all(self, reason: str) -> None:
+        """End every held request with an UNAVAILABLE error naming `reason`."""
+        if self._inflight:
+            triton_io.warn(f"ending {len(self._inflight)} requests: {reason}")
+        self._stop_reason = reason
+        for task in list(self._inflight):
+            task.cancel()
 
     # -- on the cancel-watcher thread -------------------------------------------
     def _watch_cancellations(self) -> None:
@@ -158,10 +189,22 @@ class RequestHandler:
         while not self._stopped.wait(self._settings.cancel_poll_interval_s):
             try:
                 self._cancel_abandoned()
+                self._watch_drain()
                 self._metrics.unfinished(self._engine.unfinished_requests())
+                self._metrics.load(len(self._inflight), self._engine.load.latest)
                 self._metrics.publish()
             except Exception as exc:  # noqa: BLE001 - the watcher must outlive any one failure
                 triton_io.warn(f"cancellation check failed: {type(exc).__name__}: {exc}")
+
+    def _watch_drain(self) -> None:
+        if not self._draining and (order := self._drain.poll()) is not None:
+            self._draining = True  # refuse at once, before the loop runs _begin_drain
+            self._loop.call_soon_threadsafe(self._begin_drain, order)
+        elif self._draining and not self._inflight and not self._collected:
+            # Drained: collect reference cycles now, so no request object a
+            # cycle still holds keeps the model loaded when Triton unloads it.
+            self._collected = True
+            gc.collect()
 
     def _cancel_abandoned(self) -> None:
         for task, stream in list(self._inflight.items()):
@@ -171,7 +214,12 @@ class RequestHandler:
     async def _handle(self, request: Any, sender: triton_io.ClientStream) -> None:
         arrival = time.monotonic()
         try:
-            parsed = parse_request(triton_io.read_inputs(request), self._engine.embeds_enabled)
+            # Only the inputs and the stream are kept: a request object the
+            # stub still references keeps the model from unloading (see
+            # ClientStream), and this frame can outlive the request in an
+            # exception's traceback.
+            inputs, request = triton_io.read_inputs(request), None
+            parsed = parse_request(inputs, self._engine.embeds_enabled)
             self._metrics.request(parsed.kind.value)
             if parsed.kind is PromptKind.MODEL_INFO:
                 self._answer_model_info(sender)
@@ -188,13 +236,18 @@ class RequestHandler:
             self._metrics.rejection(exc.rule)
             self._finish(sender, triton_io.rejected(exc.rule, exc.message), "rejected")
         except asyncio.CancelledError:
-            self._finish(sender, None, "cancelled")  # the client is gone: only the final flag
+            if self._stop_reason is None:
+                self._finish(sender, None, "cancelled")  # the client is gone: only the final flag
+            else:
+                message = f"the server is shutting down: {self._stop_reason} before this request finished"
+                self._finish(sender, triton_io.unavailable(Unavailable.SHUTDOWN, message), "unavailable")
         except Exception as exc:  # noqa: BLE001 - every failure must reach the client
             self._fail(sender, exc)
 
     def _answer_model_info(self, sender: triton_io.ClientStream) -> None:
         self._metrics.finished("completed")
-        self._responses.send_one(sender, triton_io.make_model_info_response(self._engine.model_info()))
+        info = self._engine.model_info()
+        self._responses.send_one(sender, lambda: triton_io.make_model_info_response(info))
 
     async def _build_prompt(self, parsed: ParsedRequest) -> dict[str, Any]:
         if parsed.kind is PromptKind.TEXT:
@@ -266,13 +319,12 @@ class RequestHandler:
             message = f"generation failed: {type(exc).__name__}: {exc}"
             self._finish(sender, triton_io.internal_error(GENERATION_FAILED, message), "failed")
 
-    def _finish(self, sender: triton_io.ClientStream, error: Any | None, outcome: str) -> None:
+    def _finish(self, sender: triton_io.ClientStream, error: triton_io.Reply | None, outcome: str) -> None:
         self._metrics.finished(outcome)  # first: the final response publishes it
         self._responses.finish(sender, error)
 
     async def shutdown(self) -> None:
-        for task in list(self._inflight):
-            task.cancel()
+        self._stop_all("the model is being unloaded")
         await asyncio.gather(*self._inflight, return_exceptions=True)
         self._stopped.set()
         self._watcher.join(timeout=5)

@@ -16,12 +16,16 @@ from typing import Any
 
 import triton_python_backend_utils as pb_utils
 
+from .engine_load import SchedulerLoad
+from .stub_ipc import STUB_IPC
+
 _TTFT_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]
 
 
 class ModelMetrics:
     def __init__(self, model_name: str) -> None:
         counter = pb_utils.MetricFamily.COUNTER
+        gauge = pb_utils.MetricFamily.GAUGE
         self._labels = {"model": model_name}
         self._requests = pb_utils.MetricFamily(
             "embeds_requests_total", "Requests received, by prompt kind", counter
@@ -71,8 +75,39 @@ class ModelMetrics:
                 "Seconds the last engine restart took, from failure to serving",
                 pb_utils.MetricFamily.GAUGE,
             ),
+            pb_utils.MetricFamily(
+                "embeds_requests_inflight",
+                "Requests the model holds, from arrival (validation included) to their final response",
+                gauge,
+            ),
+            pb_utils.MetricFamily(
+                "embeds_engine_waiting_requests", "Requests queued in vLLM's scheduler", gauge
+            ),
+            pb_utils.MetricFamily(
+                "embeds_engine_running_requests", "Requests vLLM's scheduler is running", gauge
+            ),
+            pb_utils.MetricFamily(
+                "embeds_engine_kv_cache_usage", "Fraction of vLLM's KV cache in use (0 to 1)", gauge
+            ),
+            pb_utils.MetricFamily(
+                "embeds_draining", "1 once the replica is stopping: new requests are refused", gauge
+            ),
         ]
-        prompt, generated, cached, ttft, unfinished, ready, restarts, recovery = self._families
+        (
+            prompt,
+            generated,
+            cached,
+            ttft,
+            unfinished,
+            ready,
+            restarts,
+            recovery,
+            inflight,
+            waiting,
+            running,
+            kv_usage,
+            draining,
+        ) = self._families
         self._prompt_tokens = prompt.Metric(labels=self._labels)
         self._generated_tokens = generated.Metric(labels=self._labels)
         self._cached_tokens = cached.Metric(labels=self._labels)
@@ -81,12 +116,17 @@ class ModelMetrics:
         self._ready = ready.Metric(labels=self._labels)
         self._restarts = restarts.Metric(labels=self._labels)
         self._recovery = recovery.Metric(labels=self._labels)
+        self._inflight = inflight.Metric(labels=self._labels)
+        self._waiting = waiting.Metric(labels=self._labels)
+        self._running = running.Metric(labels=self._labels)
+        self._kv_usage = kv_usage.Metric(labels=self._labels)
+        self._draining = draining.Metric(labels=self._labels)
         self._by_kind: dict[str, object] = {}
         self._by_rule: dict[str, object] = {}
         self._by_feature: dict[str, object] = {}
         self._by_outcome: dict[str, object] = {}
         self._pending = _PendingUpdates()
-        self._publishing = threading.Lock()
+        self._publishing = STUB_IPC  # publishing is stub IPC (see stub_ipc)
 
     # -- request path: recorded now, published by publish() ---------------------
     def request(self, kind: str) -> None:
@@ -115,6 +155,18 @@ class ModelMetrics:
     def unfinished(self, count: int) -> None:
         self._pending.set(self._unfinished, count)
 
+    def load(self, inflight: int, scheduler: SchedulerLoad | None) -> None:
+        """What demand looks like now (an autoscaler's inputs)."""
+        self._pending.set(self._inflight, inflight)
+        if scheduler is not None:
+            self._pending.set(self._waiting, scheduler.waiting)
+            self._pending.set(self._running, scheduler.running)
+            self._pending.set(self._kv_usage, scheduler.kv_cache_usage)
+
+    def draining(self) -> None:
+        with self._publishing:
+            self._draining.set(1)
+
     def publish(self) -> None:
         """Apply what was recorded. The lock makes a caller wait for a publish
         already under way, so whatever it recorded earlier is out on return."""
@@ -138,28 +190,26 @@ class ModelMetrics:
     def _labelled(self, family: Any, cache: dict[str, Any], key: str, value: str) -> Any:
         metric = cache.get(value)
         if metric is None:
-            metric = cache[value] = family.Metric(labels={**self._labels, key: value})
+            with STUB_IPC:  # creating a metric registers it with tritonserver
+                metric = cache[value] = family.Metric(labels={**self._labels, key: value})
         return metric
 
     def close(self) -> None:
-        """Release metrics, then families, while Triton's shared memory still
-        exists: left to interpreter exit, their destructors crash the stub."""
+        """Release every metric, then every family, while Triton's shared
+        memory still exists: one left to interpreter exit crashes the stub in
+        its destructor (seen: a segfault in ~MetricFamily after unload)."""
+        with STUB_IPC:
+            self._close()
+
+    def _close(self) -> None:
         self.publish()
-        for name in (
-            "_prompt_tokens",
-            "_generated_tokens",
-            "_ttft",
-            "_unfinished",
-            "_ready",
-            "_restarts",
-            "_recovery",
-        ):
+        for cache in (self._by_kind, self._by_rule, self._by_feature, self._by_outcome):
+            cache.clear()
+        kept = {"_pending", "_publishing", "_labels"}
+        names = [name for name in vars(self) if name not in kept]
+        metrics = [name for name in names if hasattr(getattr(self, name), "set")]
+        for name in metrics + [name for name in names if name not in metrics]:
             setattr(self, name, None)
-        self._by_kind.clear()
-        self._by_rule.clear()
-        self._by_feature.clear()
-        self._by_outcome.clear()
-        self._families.clear()
 
 
 class _PendingUpdates:

@@ -38,6 +38,9 @@ class BackendSettings:
     # The rows of a prompt mixing template tokens and embeddings parts: vLLM
     # takes one row per position.
     max_mixed_embeds_bytes: int = DEFAULT_MAX_MIXED_BYTES
+    # Seconds held requests get to finish once a drain file without its own
+    # deadline appears (the replica supervisor always writes one).
+    drain_timeout_s: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -132,4 +135,5 @@ def load_backend_settings(model_config: Mapping[str, Any]) -> BackendSettings:
         max_chat_messages=int(params.get("max_chat_messages") or defaults.max_chat_messages),
         max_chat_parts=int(params.get("max_chat_parts") or defaults.max_chat_parts),
         max_mixed_embeds_bytes=int(params.get("max_mixed_embeds_bytes") or defaults.max_mixed_embeds_bytes),
+        drain_timeout_s=float(params.get("drain_timeout_s") or defaults.drain_timeout_s),
     )

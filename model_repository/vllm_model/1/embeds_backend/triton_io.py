@@ -31,26 +31,33 @@ from .contract import (
     error_message,
 )
 from .request_parsing import NO_EXTRA_OUTPUTS, ExtraOutputs
+from .stub_ipc import STUB_IPC
 
 FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
 
 
 def read_inputs(request: Any) -> dict[str, Any]:
-    """Map input name -> first string element, bool, or a tensor viewing the
-    request's buffer (dlpack: no copy, and BF16 has no numpy form)."""
+    """Map input name -> first string element, bool, or tensor. Embeddings
+    are copied out of the request's buffer (through dlpack: BF16 has no numpy
+    form): a view would keep the stub's tensor alive until whichever thread
+    drops it last (a rejection's traceback, vLLM), and releasing it is a stub
+    call that must not race the response thread's (see stub_ipc). Every stub
+    object is made and released here, under the stub lock."""
     inputs: dict[str, Any] = {}
-    for name in STRING_INPUTS:
-        tensor = pb_utils.get_input_tensor_by_name(request, name)
-        if tensor is not None:
-            inputs[name] = _first_element(tensor.as_numpy())
-    for name in BOOL_INPUTS:
-        tensor = pb_utils.get_input_tensor_by_name(request, name)
-        if tensor is not None:
-            inputs[name] = bool(_first_element(tensor.as_numpy()))
-    for name in EMBEDS_TENSOR_INPUTS:
-        tensor = pb_utils.get_input_tensor_by_name(request, name)
-        if tensor is not None:
-            inputs[name] = torch.from_dlpack(tensor.to_dlpack())
+    with STUB_IPC:
+        for name in STRING_INPUTS:
+            tensor = pb_utils.get_input_tensor_by_name(request, name)
+            if tensor is not None:
+                inputs[name] = _first_element(tensor.as_numpy())
+        for name in BOOL_INPUTS:
+            tensor = pb_utils.get_input_tensor_by_name(request, name)
+            if tensor is not None:
+                inputs[name] = bool(_first_element(tensor.as_numpy()))
+        for name in EMBEDS_TENSOR_INPUTS:
+            tensor = pb_utils.get_input_tensor_by_name(request, name)
+            if tensor is not None:
+                inputs[name] = torch.from_dlpack(tensor.to_dlpack()).clone()
+        del tensor
     return inputs
 
 
@@ -155,54 +162,83 @@ def _text_tensor(text: str) -> Any:
     return _string_tensor(TEXT_OUTPUT, text)
 
 
-def rejected(rule: str, message: str) -> Any:
+# A response still to be built: the stub's objects are made (and released)
+# only on the response thread, under the stub lock (see stub_ipc).
+Reply = Callable[[], Any]
+
+
+@dataclass(frozen=True)
+class ErrorReply:
+    """An error that ends a request, built into the stub's response when sent."""
+
+    kind: str
+    code: str
+    message: str
+    status: str  # the pb_utils.TritonError code's name
+
+    def __call__(self) -> Any:
+        status = getattr(pb_utils.TritonError, self.status)
+        return pb_utils.InferenceResponse(
+            error=pb_utils.TritonError(error_message(self.kind, self.code, self.message), status)
+        )
+
+
+def rejected(rule: str, message: str) -> ErrorReply:
     """INVALID_ARG: the request broke `rule` and will never be served as sent."""
-    return _error(ErrorKind.REJECTED, rule, message, pb_utils.TritonError.INVALID_ARG)
+    return ErrorReply(ErrorKind.REJECTED, rule, message, "INVALID_ARG")
 
 
-def unavailable(code: str, message: str) -> Any:
+def unavailable(code: str, message: str) -> ErrorReply:
     """UNAVAILABLE: a valid request the model cannot serve now."""
-    return _error(ErrorKind.UNAVAILABLE, code, message, pb_utils.TritonError.UNAVAILABLE)
+    return ErrorReply(ErrorKind.UNAVAILABLE, code, message, "UNAVAILABLE")
 
 
-def internal_error(code: str, message: str) -> Any:
+def internal_error(code: str, message: str) -> ErrorReply:
     """INTERNAL: a valid request that failed in the engine."""
-    return _error(ErrorKind.INTERNAL, code, message, pb_utils.TritonError.INTERNAL)
-
-
-def _error(kind: str, code: str, message: str, status: Any) -> Any:
-    return pb_utils.InferenceResponse(error=pb_utils.TritonError(error_message(kind, code, message), status))
+    return ErrorReply(ErrorKind.INTERNAL, code, message, "INTERNAL")
 
 
 def warn(message: str) -> None:
-    pb_utils.Logger.log_warn(message)
+    with STUB_IPC:
+        pb_utils.Logger.log_warn(message)
 
 
 class ClientStream:
     """One request's way back to its client. Triton frees a request once its
     final response is sent, after which asking whether it was cancelled
-    crashes tritonserver; the lock keeps the cancellation check and the final
-    send apart, whichever thread each runs on."""
+    crashes tritonserver; the stub lock (stub_ipc) keeps the cancellation
+    check and the final send apart, whichever thread each runs on.
+
+    After the final send the stream lets go of the request and its response
+    sender at once. While the stub holds a response sender, Triton keeps the
+    request's response factory, and with it the model, alive: one sender
+    still referenced anywhere (by a worker thread's last local variable, say)
+    made every unload wait out tritonserver's exit timeout and then abort."""
 
     def __init__(self, request: Any) -> None:
-        self._request = request
-        self._sender = request.get_response_sender()
-        self._lock = threading.Lock()
+        self._request: Any = request
+        self._sender: Any = request.get_response_sender()  # local to the stub: no message
         self._closed = False
 
     def is_cancelled(self) -> bool:
-        with self._lock:
+        with STUB_IPC:
             return not self._closed and bool(self._request.is_cancelled())
 
     def send(self, response: Any | None = None, flags: int = 0) -> None:
-        with self._lock:
+        with STUB_IPC:
             if self._closed:
                 return
             self._closed = bool(flags & FINAL)
-            if response is None:
-                self._sender.send(flags=flags)
-            else:
-                self._sender.send(response, flags=flags)
+            sender = self._sender
+            if self._closed:
+                self._request = self._sender = None
+            try:
+                if response is None:
+                    sender.send(flags=flags)
+                else:
+                    sender.send(response, flags=flags)
+            finally:
+                del sender  # a released sender's destructor messages the stub: under the lock too
 
 
 @dataclass
@@ -228,7 +264,7 @@ class _Outbox:
     # The choice whose output ended the request: its response goes last,
     # with the final flag.
     final_choice: int = 0
-    error: Any | None = None
+    error: Reply | None = None
     extras: ExtraOutputs = NO_EXTRA_OUTPUTS
 
 
@@ -280,11 +316,11 @@ class ResponseSender:
             if final:
                 box.final, box.final_choice = True, choice.index
 
-    def send_one(self, stream: ClientStream, response: Any) -> None:
+    def send_one(self, stream: ClientStream, reply: Reply) -> None:
         """Answer a request with this one response, which ends it."""
-        self.finish(stream, response)
+        self.finish(stream, reply)
 
-    def finish(self, stream: ClientStream, error: Any | None = None) -> None:
+    def finish(self, stream: ClientStream, error: Reply | None = None) -> None:
         """End the request: with an error response, or with the final flag alone."""
         with self._lock:
             box = self._outbox(stream)
@@ -303,10 +339,14 @@ class ResponseSender:
                 box = self._outboxes.pop(key)
             if box.final:
                 self._publish_before_final()
-            try:
-                _deliver(box)
-            except Exception as exc:  # noqa: BLE001 - a closed stream must not stop the others
-                warn(f"could not send a response: {exc}")
+            # Building and releasing responses are stub calls too: all of it,
+            # and dropping the outbox, under the lock.
+            with STUB_IPC:
+                try:
+                    _deliver(box)
+                except Exception as exc:  # noqa: BLE001 - a closed stream must not stop the others
+                    warn(f"could not send a response: {exc}")
+                del box  # not held while waiting for the next one (see ClientStream)
 
     def _publish_before_final(self) -> None:
         """A failure here (metrics are IPC to Triton) must not cost the
@@ -330,7 +370,7 @@ def _deliver(box: _Outbox) -> None:
             _deliver_segments(box)
     finally:
         if box.error is not None:
-            box.stream.send(box.error, flags=FINAL)
+            box.stream.send(box.error(), flags=FINAL)
         elif box.final and box.usage is None:
             box.stream.send(flags=FINAL)
 
