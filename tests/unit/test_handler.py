@@ -230,6 +230,18 @@ def assert_one_final_and_clean(request: Any) -> None:
     assert pb_utils.Logger.records == []
 
 
+def held_until(gate: threading.Event) -> Script:
+    """A script that completes normally once `gate` is set."""
+
+    async def held(stream: bool) -> AsyncIterator[FakeOutput]:
+        while not gate.is_set():
+            await asyncio.sleep(0.002)
+        async for item in complete(stream):
+            yield item
+
+    return held
+
+
 def assert_error(request: Any, code: int, prefix: str) -> None:
     [(response, flags)] = request.sender.sent
     assert flags == FINAL
@@ -358,12 +370,7 @@ def test_a_request_to_a_dead_engine_gets_unavailable(harness):
 
 def test_a_request_past_the_concurrency_limit_gets_unavailable_at_once(harness, metric_family):
     gate = threading.Event()
-
-    async def held(stream: bool) -> AsyncIterator[FakeOutput]:
-        while not gate.is_set():
-            await asyncio.sleep(0.002)
-        async for item in complete(stream):
-            yield item
+    held = held_until(gate)
 
     h = harness(FakeEngine(script=held), max_concurrent_requests=1)
     first, second = make_request(), make_request()
@@ -460,12 +467,7 @@ def test_unloading_ends_requests_still_running_with_a_shutdown_error(harness):
 
 def test_a_drain_order_refuses_new_requests_and_lets_held_ones_finish(harness, metric_family, tmp_path):
     gate = threading.Event()
-
-    async def held(stream: bool) -> AsyncIterator[FakeOutput]:
-        while not gate.is_set():
-            await asyncio.sleep(0.002)
-        async for item in complete(stream):
-            yield item
+    held = held_until(gate)
 
     order = tmp_path / "drain.json"
     h = harness(FakeEngine(script=held), drain=DrainWatch(order, default_timeout_s=30))
@@ -509,12 +511,7 @@ def test_the_drain_deadline_ends_held_requests_with_a_shutdown_error(harness, tm
 
 def test_the_load_gauges_follow_held_requests_and_the_scheduler(harness):
     gate = threading.Event()
-
-    async def held(stream: bool) -> AsyncIterator[FakeOutput]:
-        while not gate.is_set():
-            await asyncio.sleep(0.002)
-        async for item in complete(stream):
-            yield item
+    held = held_until(gate)
 
     h = harness(FakeEngine(script=held))
     h.engine.load.latest = SchedulerLoad(waiting=3, running=2, kv_cache_usage=0.25)
