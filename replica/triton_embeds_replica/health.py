@@ -11,6 +11,7 @@ saying why.
 from __future__ import annotations
 
 import json
+import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -65,7 +66,7 @@ class HealthServer:
 
     def __init__(self, host: str, port: int, status: Callable[[], ReplicaStatus]) -> None:
         handler = _handler_class(status)
-        self._server = ThreadingHTTPServer((host, port), handler)
+        self._server = _ProbeServer((host, port), handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, name="health", daemon=True)
 
@@ -79,6 +80,15 @@ class HealthServer:
     def stop(self) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+
+class _ProbeServer(ThreadingHTTPServer):
+    def handle_error(self, request: object, client_address: object) -> None:
+        """A prober that hangs up once it has the status line (load balancers
+        do) is not an error worth a traceback in the replica's log."""
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)  # type: ignore[arg-type]
 
 
 def _handler_class(status: Callable[[], ReplicaStatus]) -> type[BaseHTTPRequestHandler]:
@@ -95,6 +105,7 @@ def _handler_class(status: Callable[[], ReplicaStatus]) -> type[BaseHTTPRequestH
             self.send_response(code)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))
+            self.send_header("Connection", "close")
             self.end_headers()
             self.wfile.write(body)
 

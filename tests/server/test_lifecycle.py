@@ -50,8 +50,7 @@ def replica_factory(repository: Path, tmp_path: Path) -> Iterator:
             repository, tmp_path / f"replica{len(started)}.log", drain_timeout_s=drain_timeout_s
         )
         started.append(replica)
-        replica.start()
-        replica.wait_ready(timeout_s=600)
+        replica.start_ready()
         return replica
 
     yield start

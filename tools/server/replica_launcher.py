@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from .launcher import free_port, installed_triton_home, kill_group, own_process_group, server_environment
 
 
@@ -94,6 +96,31 @@ class ReplicaServer:
                 return time.monotonic() - began
             time.sleep(0.25)
         raise TimeoutError(f"replica not ready after {timeout_s:.0f} s; see {self.log_path}")
+
+    def start_ready(self, timeout_s: float = 300.0, attempts: int = 2) -> float:
+        """Start and wait until ready; seconds it took. A start that never
+        gets ready is killed and tried again: on a loaded 2-core host,
+        Triton 2.51 has waited forever for a stub whose model had finished
+        initializing (seen beside another test's tritonserver)."""
+        for attempt in range(1, attempts + 1):
+            self.start()
+            try:
+                return self.wait_ready(timeout_s=timeout_s)
+            except TimeoutError:
+                self.kill()
+                if attempt == attempts:
+                    raise
+        raise AssertionError("unreachable")
+
+    def kill(self) -> None:
+        """SIGKILL the supervisor and the tritonserver group under it."""
+        if self.process is None:
+            return
+        for child in psutil.Process(self.process.pid).children(recursive=True):
+            with contextlib.suppress(psutil.NoSuchProcess):
+                child.kill()
+        kill_group(self.process.pid)
+        self.process.wait()
 
     def terminate(self, timeout_s: float = 120.0) -> tuple[int, float]:
         """SIGTERM, as Kubernetes stops a pod; the exit status and seconds it took."""

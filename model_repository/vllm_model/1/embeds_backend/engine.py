@@ -11,8 +11,9 @@ from typing import Any
 import torch
 
 from .chat_prompt import ChatTemplating, content_as_parts
-from .contract import EMBEDS_PLACEHOLDER
+from .contract import EMBEDS_PLACEHOLDER, Unavailable
 from .engine_load import LoadProbe
+from .errors import EngineUnavailable
 from .sampling import MAX_LOGPROBS, MAX_N, NO_REQUEST_OPTIONS, RequestOptions
 
 
@@ -139,7 +140,7 @@ class EngineBridge:
         vLLM's renderer (passing raw prompt dicts to generate() is deprecated).
         Text is tokenized here as for a completion (special tokens added);
         truncation keeps the last positions, of token ids and rows alike."""
-        renderer = self._engine.renderer
+        renderer = self._running().renderer
         tok_params = None
         if options.truncate_prompt_tokens is not None:
             tok_params = renderer.default_cmpl_tok_params.with_kwargs(
@@ -170,7 +171,18 @@ class EngineBridge:
             sampling = {**sampling, "structured_outputs": StructuredOutputsParams(**structured)}
         params = SamplingParams(**sampling, output_kind=kind)
         lora = self._adapters[lora_name] if lora_name is not None else None
-        return self._engine.generate(engine_input, params, request_id, lora_request=lora)
+        return self._running().generate(engine_input, params, request_id, lora_request=lora)
+
+    def _running(self) -> Any:
+        """The engine, or UNAVAILABLE when a dead one is being replaced: a
+        request that passed the health check can reach here after the
+        supervisor dropped the dead engine."""
+        engine = self._engine
+        if engine is None:
+            raise EngineUnavailable(
+                Unavailable.ENGINE_RESTARTING, "the vLLM engine failed and is restarting; retry shortly"
+            )
+        return engine
 
     def unfinished_requests(self) -> int:
         engine = self._engine
