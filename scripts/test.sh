@@ -4,7 +4,7 @@
 #   ./scripts/test.sh           every test: the unit tier, then the server tier
 #   ./scripts/test.sh unit      pure logic, no tritonserver, engine or model files
 #   ./scripts/test.sh server    through a real tritonserver + vLLM (CPU); builds the models
-#   ./scripts/test.sh replicas  two replicas behind HAProxy, through real servers (about 5 minutes)
+#   ./scripts/test.sh replicas  two replicas behind HAProxy, through real servers (3-5 minutes)
 #
 # Test paths among the arguments replace the tier's folder:
 #   ./scripts/test.sh server tests/server/test_faults.py -k concurrency
