@@ -349,8 +349,9 @@ def test_a_stream_starts_with_the_role_and_ends_with_usage() -> None:
     assert len({c.id for c in chunks}) == 1
     role, *content, usage = chunks
     assert role.choices[0].delta.role == "assistant" and role.choices[0].delta.content == ""
-    assert [c.choices[0].delta.content for c in content] == ["Par", "is", "."]  # the empty delta is skipped
-    assert [c.choices[0].finish_reason for c in content] == [None, None, "stop"]
+    # A delta whose token decodes to no text yet still gets its chunk, as in vLLM.
+    assert [c.choices[0].delta.content for c in content] == ["", "Par", "is", "."]
+    assert [c.choices[0].finish_reason for c in content] == [None, None, None, "stop"]
     assert all(c.choices[0].delta.role is None and c.usage is None for c in content)
     assert usage.choices == [] and usage.usage is not None and usage.usage.total_tokens == 15
 

@@ -286,24 +286,25 @@ class _ChatBuilder:
 
     def _chunks(self, delta: Delta) -> list[ChatCompletionChunk]:
         """Each choice's role first, once the model has answered for it (so
-        a rejected request still raises from `create`); then each text
+        a rejected request still raises from `create`); then a chunk per
         delta, a choice's last with its finish reason, each with its tokens'
-        logprobs when asked for. Empty deltas are skipped, as vLLM skips
-        them; the prompt's logprobs ride on the chunk that brought them."""
+        logprobs when asked for. As in vLLM, a delta whose tokens decode to
+        no text yet still gets its chunk (empty content): the model sends a
+        response only for new tokens, a finish or extras. The prompt's
+        logprobs ride on the chunk that brought them."""
         number = choice_number(delta, self.n)
         chunks = []
         if number not in self._started:
             self._started.add(number)
             role = construct(ChoiceDelta, role="assistant", content="")
             chunks.append(self._chunk(number, role, None))
-        if delta.text or delta.finish_reason or delta.logprobs or delta.prompt_logprobs is not None:
-            logprobs = None
-            if self.top_logprobs is not None:
-                content = chat_logprobs(delta.logprobs or (), self.top_logprobs)
-                logprobs = construct(ChunkChoiceLogprobs, content=content)
-            content_delta = construct(ChoiceDelta, content=delta.text)
-            chunk = self._chunk(number, content_delta, delta.finish_reason, logprobs, delta.prompt_logprobs)
-            chunks.append(chunk)
+        logprobs = None
+        if self.top_logprobs is not None:
+            content = chat_logprobs(delta.logprobs or (), self.top_logprobs)
+            logprobs = construct(ChunkChoiceLogprobs, content=content)
+        content_delta = construct(ChoiceDelta, content=delta.text)
+        chunk = self._chunk(number, content_delta, delta.finish_reason, logprobs, delta.prompt_logprobs)
+        chunks.append(chunk)
         return chunks
 
     def _chunk(

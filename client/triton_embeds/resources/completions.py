@@ -215,11 +215,11 @@ class _Builder:
         return stream_chunks(deltas, self.tokens, self._chunks, self._usage_chunk if usage else None)
 
     def _chunks(self, delta: Delta) -> list[Completion]:
-        """A chunk per delta with something in it (vLLM skips empty ones);
-        the prompt's logprobs ride on the chunk of the response that brought
-        them, the request's first."""
-        if not (delta.text or delta.finish_reason or delta.logprobs or delta.prompt_logprobs is not None):
-            return []
+        """A chunk per delta, its text empty when its tokens decode to none
+        yet, as vLLM sends them: the model sends a response only for new
+        tokens, a finish or extras, so each chunk marks progress (and the
+        first one the first token). The prompt's logprobs ride on the chunk
+        of the response that brought them, the request's first."""
         number = choice_number(delta, self.n)
         logprobs = self._logprobs(number, delta.logprobs)
         prompt = None if delta.prompt_logprobs is None else clamp_prompt_logprobs(delta.prompt_logprobs)
