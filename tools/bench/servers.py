@@ -42,8 +42,9 @@ class RunningServer:
     http_url: str  # host:port of its HTTP endpoint
     pid: int  # root of the process tree whose CPU is measured
     startup_s: float
-    # host:port of this project's OpenAI server beside tritonserver, if started
+    # host:port and pid of this project's OpenAI server beside tritonserver, if started
     openai_url: str | None = None
+    openai_pid: int | None = None
 
 
 @contextlib.contextmanager
@@ -67,7 +68,7 @@ def tiny_triton(
 @contextlib.contextmanager
 def triton(engine_args: dict[str, Any], work_dir: Path, openai: bool = False) -> Iterator[RunningServer]:
     """tritonserver, and with `openai` this project's OpenAI server in front
-    of it (its own process: its CPU is not in the measured tree)."""
+    of it (its own process; the OpenAI paths count its CPU as the server's)."""
     repository = work_dir / "triton-repository"
     write_model(repository, SERVED_NAME, engine_args)
     ports = Ports.free()
@@ -83,8 +84,9 @@ def triton(engine_args: dict[str, Any], work_dir: Path, openai: bool = False) ->
             front.start()
             front.wait_ready()
         openai_url = f"127.0.0.1:{front.port}" if front else None
+        openai_pid = front.process.pid if front and front.process else None
         yield RunningServer(
-            server.grpc_url, server.http_url, server.process.pid, round(startup, 1), openai_url
+            server.grpc_url, server.http_url, server.process.pid, round(startup, 1), openai_url, openai_pid
         )
     finally:
         if front is not None:
