@@ -236,6 +236,15 @@ def test_streamed_chunks_carry_their_own_tokens_with_offsets_into_the_whole_text
     assert chunks[-1].choices[0].finish_reason == "stop"
 
 
+def test_a_token_without_text_gets_its_chunk() -> None:
+    """As vLLM streams: a chunk per model response, empty text included, so
+    the first chunk marks the first token."""
+    deltas = [Delta(0, ""), Delta(0, " Paris"), Delta(0, ".", "stop", prompt_tokens=3, completion_tokens=3)]
+    chunks = asyncio.run(complete_streamed(FakeTransport(deltas), prompt="The capital of"))
+    assert [chunk.choices[0].text for chunk in chunks] == ["", " Paris", "."]
+    assert [chunk.choices[0].finish_reason for chunk in chunks] == [None, None, "stop"]
+
+
 def test_each_prompt_counts_its_own_offsets() -> None:
     first, second = parsed(POSITIONS[:1]), parsed(POSITIONS[1:2])
     deltas = [
