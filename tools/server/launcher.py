@@ -21,6 +21,7 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from ..paths import CACHE, VENV
 from .install import install_stub, triton_home
@@ -122,16 +123,17 @@ def own_process_group() -> dict[str, object]:
     return {"preexec_fn": os.setpgrp}
 
 
-@dataclass
-class TritonServer:
-    """A tritonserver child process in its own process group."""
+class _PortSet(Protocol):
+    http: int
+    grpc: int
+    metrics: int
 
-    model_repository: Path
-    ports: Ports = field(default_factory=Ports)
-    log_path: Path | None = None
-    extra_args: list[str] = field(default_factory=list)
-    env: dict[str, str] = field(default_factory=dict)
-    process: subprocess.Popen | None = None
+
+class TritonEndpoints:
+    """host:port of a tritonserver's HTTP, gRPC and metrics endpoints, for
+    the launchers that hold its `ports`."""
+
+    ports: _PortSet
 
     @property
     def http_url(self) -> str:
@@ -144,6 +146,18 @@ class TritonServer:
     @property
     def metrics_url(self) -> str:
         return f"localhost:{self.ports.metrics}"
+
+
+@dataclass
+class TritonServer(TritonEndpoints):
+    """A tritonserver child process in its own process group."""
+
+    model_repository: Path
+    ports: Ports = field(default_factory=Ports)
+    log_path: Path | None = None
+    extra_args: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    process: subprocess.Popen | None = None
 
     def command(self) -> list[str]:
         home = installed_triton_home()

@@ -18,7 +18,14 @@ from typing import Any
 
 import psutil
 
-from .launcher import free_port, installed_triton_home, kill_group, own_process_group, server_environment
+from .launcher import (
+    TritonEndpoints,
+    free_port,
+    installed_triton_home,
+    kill_group,
+    own_process_group,
+    server_environment,
+)
 
 
 @dataclass
@@ -30,7 +37,7 @@ class ReplicaPorts:
 
 
 @dataclass
-class ReplicaServer:
+class ReplicaServer(TritonEndpoints):
     model_repository: Path
     log_path: Path
     ports: ReplicaPorts = field(default_factory=ReplicaPorts)
@@ -38,18 +45,6 @@ class ReplicaServer:
     unload_timeout_s: float = 30.0
     env: dict[str, str] = field(default_factory=dict)
     process: subprocess.Popen | None = None
-
-    @property
-    def grpc_url(self) -> str:
-        return f"localhost:{self.ports.grpc}"
-
-    @property
-    def http_url(self) -> str:
-        return f"localhost:{self.ports.http}"
-
-    @property
-    def metrics_url(self) -> str:
-        return f"localhost:{self.ports.metrics}"
 
     def command(self) -> list[str]:
         home = installed_triton_home()
